@@ -1,0 +1,218 @@
+//! The reference chat application (profile `chat`). The contract is in docs/protocol.md:
+//!
+//! | client sends | server does |
+//! |---|---|
+//! | handshake `auth.room` or query `room` | join that room |
+//! | `chat:message` (any data) | `io.emit("chat:message", data)` on every node |
+//! | `room:message` `{room, data}` | `io.to(room).emit("room:message", {room, data})` |
+//! | `echo` (data, ack) | `ack(data)`; without an ack, emit `echo` back |
+//! | `ping:ts` (ts, ack?) | `ack({ts, serverTs, node})`; without an ack, emit `pong:ts` |
+//! | `join` / `leave` (room, ack?) | join / leave the room; `ack(true)` |
+//! | `whoami` (ack) | `ack({node, sid, rooms})` |
+//!
+//! Every socket also joins the room named by its own id, so `io.to(sid)` reaches it from any node.
+
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Data, Event, SocketRef, TryData};
+
+use super::{AckRequested, AppCtx};
+
+/// The longest room name accepted (longer ones are ignored and counted as invalid).
+pub const MAX_ROOM_LEN: usize = 256;
+
+fn room_name(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() && s.len() <= MAX_ROOM_LEN => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn query_room(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "room")
+        .map(|(_, v)| v.into_owned())
+        .filter(|r| !r.is_empty() && r.len() <= MAX_ROOM_LEN)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The connect handler of the chat namespace `/`: `io.ns("/", chat::connect_handler(ctx))`.
+pub fn connect_handler<A: Adapter>(
+    ctx: Arc<AppCtx>,
+) -> impl Fn(SocketRef<A>, TryData<Value>) -> Ready<()> + Clone + Send + Sync + 'static {
+    move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
+        on_connect(socket, auth.ok(), ctx.clone());
+        ready(())
+    }
+}
+
+fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, ctx: Arc<AppCtx>) {
+    ctx.on_socket_connected(&socket);
+    socket.join(socket.id.to_string());
+    let room = auth
+        .as_ref()
+        .and_then(|a| a.get("room"))
+        .and_then(room_name)
+        .or_else(|| query_room(socket.req_parts().uri.query()));
+    if let Some(room) = room {
+        socket.join(room);
+    }
+
+    let c = ctx.clone();
+    socket.on(
+        "chat:message",
+        move |io: SocketIo<A>, TryData(data): TryData<Value>| {
+            let c = c.clone();
+            async move {
+                let start = Instant::now();
+                let data = data.unwrap_or(Value::Null);
+                if let Err(e) = io.emit("chat:message", &data).await {
+                    tracing::debug!(error = %e, "chat:message broadcast failed");
+                }
+                c.observe("chat:message", start);
+            }
+        },
+    );
+
+    let c = ctx.clone();
+    socket.on(
+        "room:message",
+        move |io: SocketIo<A>, TryData(data): TryData<Value>| {
+            let c = c.clone();
+            async move {
+                let start = Instant::now();
+                let parsed = data.ok().and_then(|d| {
+                    let room = d.get("room").and_then(room_name)?;
+                    Some((room, d.get("data").cloned().unwrap_or(Value::Null)))
+                });
+                match parsed {
+                    Some((room, data)) => {
+                        let msg = json!({ "room": room, "data": data });
+                        if let Err(e) = io.to(room).emit("room:message", &msg).await {
+                            tracing::debug!(error = %e, "room:message broadcast failed");
+                        }
+                    }
+                    None => c.invalid("room:message"),
+                }
+                c.observe("room:message", start);
+            }
+        },
+    );
+
+    let c = ctx.clone();
+    socket.on(
+        "echo",
+        move |s: SocketRef<A>,
+              TryData(data): TryData<Value>,
+              ack: AckSender<A>,
+              AckRequested(wants_ack): AckRequested| {
+            let start = Instant::now();
+            let data = data.unwrap_or(Value::Null);
+            let _ = if wants_ack {
+                ack.send(&data)
+            } else {
+                s.emit("echo", &data)
+            };
+            c.observe("echo", start);
+            ready(())
+        },
+    );
+
+    let c = ctx.clone();
+    socket.on(
+        "ping:ts",
+        move |s: SocketRef<A>,
+              TryData(ts): TryData<Value>,
+              ack: AckSender<A>,
+              AckRequested(wants_ack): AckRequested| {
+            let start = Instant::now();
+            let reply = json!({
+                "ts": ts.unwrap_or(Value::Null),
+                "serverTs": now_ms(),
+                "node": &*c.node_id,
+            });
+            let _ = if wants_ack {
+                ack.send(&reply)
+            } else {
+                s.emit("pong:ts", &reply)
+            };
+            c.observe("ping:ts", start);
+            ready(())
+        },
+    );
+
+    for (event, joining) in [("join", true), ("leave", false)] {
+        let c = ctx.clone();
+        socket.on(
+            event,
+            move |s: SocketRef<A>, TryData(room): TryData<Value>, ack: AckSender<A>| {
+                let start = Instant::now();
+                match room.ok().as_ref().and_then(room_name) {
+                    Some(room) => {
+                        if joining {
+                            s.join(room);
+                        } else {
+                            s.leave(room);
+                        }
+                        let _ = ack.send(&true);
+                    }
+                    None => {
+                        c.invalid(event);
+                        let _ = ack.send(&false);
+                    }
+                }
+                c.observe(event, start);
+                ready(())
+            },
+        );
+    }
+
+    let c = ctx.clone();
+    socket.on("whoami", move |s: SocketRef<A>, ack: AckSender<A>| {
+        let start = Instant::now();
+        let rooms: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
+        let _ = ack.send(&json!({ "node": &*c.node_id, "sid": s.id.to_string(), "rooms": rooms }));
+        c.observe("whoami", start);
+        ready(())
+    });
+
+    let c = ctx;
+    socket.on_fallback(move |Event(event): Event, Data(_): Data<Value>| {
+        let start = Instant::now();
+        tracing::trace!(event, "unknown event");
+        c.observe("other", start);
+        ready(())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_from_auth_and_query() {
+        assert_eq!(room_name(&json!("lobby")), Some("lobby".into()));
+        assert_eq!(room_name(&json!(7)), Some("7".into()));
+        assert_eq!(room_name(&json!("")), None);
+        assert_eq!(room_name(&json!({"x": 1})), None);
+        assert_eq!(room_name(&json!("x".repeat(MAX_ROOM_LEN + 1))), None);
+        assert_eq!(
+            query_room(Some("EIO=4&transport=polling&room=a%20b")),
+            Some("a b".into())
+        );
+        assert_eq!(query_room(Some("EIO=4")), None);
+        assert_eq!(query_room(None), None);
+    }
+}

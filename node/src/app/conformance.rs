@@ -1,0 +1,72 @@
+//! Profile `conformance`: the server the official socket.io-protocol test suite
+//! (`test-suite/` of socketio/socket.io-protocol) expects, on namespaces `/` and `/custom`.
+//!
+//! - on connect: emit `auth` with the CONNECT payload;
+//! - `message` → emit `message-back` with the same arguments (binary kept);
+//! - `message-with-ack` → ack with the same arguments;
+//! - `emit-with-ack` → emit `emit-with-ack` with the same arguments, expecting an ack, then emit
+//!   `emit-with-ack` again with the ack's arguments.
+//!
+//! The timings (ping 300 ms / 200 ms, connect timeout 1 s, max payload 1e6) are applied by
+//! [`NodeConfig::apply`](crate::config::NodeConfig::apply).
+
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::time::Instant;
+
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
+
+use super::{AllArgs, AppCtx};
+
+/// The namespaces this profile serves.
+pub const NAMESPACES: [&str; 2] = ["/", "/custom"];
+
+/// The connect handler of each of [`NAMESPACES`].
+pub fn connect_handler<A: Adapter>(
+    ctx: Arc<AppCtx>,
+) -> impl Fn(SocketRef<A>, TryData<rmpv::Value>) -> Ready<()> + Clone + Send + Sync + 'static {
+    move |socket: SocketRef<A>, TryData(auth): TryData<rmpv::Value>| {
+        on_connect(socket, auth.ok(), ctx.clone());
+        ready(())
+    }
+}
+
+fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<rmpv::Value>, ctx: Arc<AppCtx>) {
+    ctx.on_socket_connected(&socket);
+    let auth = auth.unwrap_or_else(|| rmpv::Value::Map(Vec::new()));
+    let _ = socket.emit("auth", &auth);
+
+    let c = ctx.clone();
+    socket.on("message", move |s: SocketRef<A>, Data(args): Data<AllArgs>| {
+        let start = Instant::now();
+        let _ = s.emit("message-back", &args);
+        c.observe("message", start);
+        ready(())
+    });
+
+    let c = ctx.clone();
+    socket.on("message-with-ack", move |Data(args): Data<AllArgs>, ack: AckSender<A>| {
+        let start = Instant::now();
+        let _ = ack.send(&args);
+        c.observe("message-with-ack", start);
+        ready(())
+    });
+
+    let c = ctx;
+    socket.on("emit-with-ack", move |s: SocketRef<A>, Data(args): Data<AllArgs>| {
+        let c = c.clone();
+        async move {
+            let start = Instant::now();
+            match s.emit_with_ack::<_, AllArgs>("emit-with-ack", &args) {
+                Ok(ack) => {
+                    if let Ok(reply) = ack.await {
+                        let _ = s.emit("emit-with-ack", &reply);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "emit-with-ack failed"),
+            }
+            c.observe("other", start);
+        }
+    });
+}

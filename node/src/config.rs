@@ -1,0 +1,390 @@
+//! The node's configuration: the YAML schema (`config/node.yaml` documents every field), its
+//! defaults, its validation, and the command-line overrides.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use iogate_shared::config::{self, ConfigError, Problems, Validate};
+use serde::{Deserialize, Serialize};
+
+/// Which set of handlers and settings the node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// The reference chat application (docs/protocol.md).
+    #[default]
+    Chat,
+    /// Handlers and timings the official socket.io-protocol test suite expects.
+    Conformance,
+}
+
+/// One Engine.IO transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    Websocket,
+}
+
+/// Top-level node configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Address the HTTP/Socket.IO server listens on.
+    pub listen: String,
+    /// Node id reported in `whoami`, `/readyz` and metrics. Default: hostname plus a random suffix.
+    pub node_id: Option<String>,
+    /// Application profile.
+    pub profile: Profile,
+    /// Redis bus; with neither `url` nor `cluster_nodes` the node runs alone (in-memory adapter).
+    pub redis: RedisConfig,
+    /// Engine.IO / Socket.IO settings.
+    pub engineio: EngineIoConfig,
+    /// Graceful drain on SIGTERM/SIGINT.
+    pub drain: DrainConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4001".into(),
+            node_id: None,
+            profile: Profile::Chat,
+            redis: RedisConfig::default(),
+            engineio: EngineIoConfig::default(),
+            drain: DrainConfig::default(),
+        }
+    }
+}
+
+/// Redis bus settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:pass@]host:port[/db]` of a standalone Redis ≥ 7.
+    pub url: Option<String>,
+    /// `host:port` seed nodes of a Redis Cluster (mutually exclusive with `url`).
+    pub cluster_nodes: Vec<String>,
+    /// ACL user name (overrides one in the url).
+    pub username: Option<String>,
+    /// Password (overrides one in the url).
+    pub password: Option<String>,
+    /// Prefix of every pub/sub channel; nodes of one cluster must share it.
+    pub key_prefix: String,
+    /// Upper bound of every Redis command (publish, subscribe, numsub).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Upper bound of one TCP connect + handshake attempt.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Reconnect backoff.
+    pub reconnect: ReconnectConfig,
+    /// Inbound messages buffered per subscribed channel before new ones are dropped (and counted).
+    pub queue_size: usize,
+    /// Outbound commands fred may buffer while a connection is being re-established.
+    pub max_command_buffer: usize,
+    /// How long a remote request (fetch_sockets, broadcast with ack) waits for other nodes.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// After how long an outage the bus state turns from `reconnecting` to `down`.
+    #[serde(with = "humantime_serde")]
+    pub down_after: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            cluster_nodes: Vec::new(),
+            username: None,
+            password: None,
+            key_prefix: "iogate".into(),
+            command_timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(2000),
+            reconnect: ReconnectConfig::default(),
+            queue_size: 4096,
+            max_command_buffer: 10_000,
+            request_timeout: Duration::from_secs(5),
+            down_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Whether the node joins a cluster through Redis at all.
+    pub fn enabled(&self) -> bool {
+        self.url.is_some() || !self.cluster_nodes.is_empty()
+    }
+}
+
+/// Capped exponential backoff with jitter, retried forever.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// First delay.
+    #[serde(with = "humantime_serde")]
+    pub min_delay: Duration,
+    /// Cap of the delay.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Random extra delay added to each attempt, 0..jitter.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(1000),
+            jitter: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Engine.IO / Socket.IO server settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineIoConfig {
+    /// HTTP path of the Engine.IO endpoint.
+    pub path: String,
+    /// Heartbeat interval sent in the open packet.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long to wait for a pong before closing.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Largest accepted packet / polling body in bytes (Node socket.io default: 1 MB).
+    pub max_payload: u64,
+    /// Transports offered to clients.
+    pub transports: Vec<Transport>,
+    /// Packets buffered per socket before emits to it fail.
+    pub max_buffer_size: usize,
+    /// Time a client has to send its Socket.IO CONNECT after the Engine.IO handshake.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time a client has to finish a polling → WebSocket upgrade.
+    #[serde(with = "humantime_serde")]
+    pub upgrade_timeout: Duration,
+    /// Default time a server-side emit-with-ack waits.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Allowed CORS origins: empty = no CORS headers (same origin only), `["*"]` = any.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for EngineIoConfig {
+    fn default() -> Self {
+        Self {
+            path: "/socket.io".into(),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            transports: vec![Transport::Polling, Transport::Websocket],
+            max_buffer_size: 128,
+            connect_timeout: Duration::from_secs(45),
+            upgrade_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(5),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// Graceful drain settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Time between `/readyz` turning 503 and the first disconnect, so load balancers notice.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Sockets disconnected per second while draining.
+    pub rate: u32,
+    /// Hard limit of the whole drain (grace included); the node exits 0 when it is reached.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(5),
+            rate: 500,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+impl Validate for NodeConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.listen.parse::<SocketAddr>().is_err() {
+            p.push(
+                "listen",
+                format!("`{}` is not an IP:port address (e.g. 0.0.0.0:4001)", self.listen),
+            );
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty() || id.len() > 64 || id.contains(char::is_whitespace))
+        {
+            p.push("node_id", "must be 1-64 characters without whitespace");
+        }
+        let r = &self.redis;
+        if r.url.is_some() && !r.cluster_nodes.is_empty() {
+            p.push("redis.cluster_nodes", "set either redis.url or redis.cluster_nodes, not both");
+        }
+        if let Some(url) = &r.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            p.push("redis.url", format!("`{url}` must start with redis:// or rediss://"));
+        }
+        for (i, n) in r.cluster_nodes.iter().enumerate() {
+            if !valid_host_port(n) {
+                p.push(format!("redis.cluster_nodes[{i}]"), format!("`{n}` is not host:port"));
+            }
+        }
+        if r.key_prefix.is_empty() || r.key_prefix.contains('#') {
+            p.push("redis.key_prefix", "must be non-empty and must not contain `#`");
+        }
+        for (name, d) in [
+            ("redis.command_timeout", r.command_timeout),
+            ("redis.connect_timeout", r.connect_timeout),
+            ("redis.request_timeout", r.request_timeout),
+            ("redis.reconnect.min_delay", r.reconnect.min_delay),
+            ("redis.reconnect.max_delay", r.reconnect.max_delay),
+        ] {
+            if d.is_zero() {
+                p.push(name, "must be greater than 0");
+            }
+        }
+        if r.reconnect.min_delay > r.reconnect.max_delay {
+            p.push("redis.reconnect.min_delay", "must not exceed redis.reconnect.max_delay");
+        }
+        if r.queue_size == 0 {
+            p.push("redis.queue_size", "must be at least 1");
+        }
+        if r.max_command_buffer == 0 {
+            p.push("redis.max_command_buffer", "must be at least 1");
+        }
+        let e = &self.engineio;
+        if !e.path.starts_with('/') || e.path.len() < 2 {
+            p.push("engineio.path", "must start with `/` and not be `/` alone");
+        }
+        for (name, d) in [
+            ("engineio.ping_interval", e.ping_interval),
+            ("engineio.ping_timeout", e.ping_timeout),
+            ("engineio.connect_timeout", e.connect_timeout),
+            ("engineio.upgrade_timeout", e.upgrade_timeout),
+            ("engineio.ack_timeout", e.ack_timeout),
+        ] {
+            if d.is_zero() {
+                p.push(name, "must be greater than 0");
+            }
+        }
+        if e.max_payload < 1024 {
+            p.push("engineio.max_payload", "must be at least 1024 bytes");
+        }
+        if e.transports.is_empty() {
+            p.push("engineio.transports", "needs at least one of polling, websocket");
+        }
+        if e.max_buffer_size == 0 {
+            p.push("engineio.max_buffer_size", "must be at least 1");
+        }
+        for (i, o) in e.cors_origins.iter().enumerate() {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                p.push(
+                    format!("engineio.cors_origins[{i}]"),
+                    format!("`{o}` must be `*` or an origin like https://app.example.com"),
+                );
+            }
+        }
+        if self.drain.rate == 0 {
+            p.push("drain.rate", "must be at least 1 socket per second");
+        }
+        if self.drain.timeout < self.drain.grace {
+            p.push("drain.timeout", "must be at least drain.grace");
+        }
+    }
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--node-id`
+    pub node_id: Option<String>,
+    /// `--redis-url` (`none` disables Redis)
+    pub redis_url: Option<String>,
+    /// `--profile`
+    pub profile: Option<Profile>,
+}
+
+impl NodeConfig {
+    /// Load `path` (or defaults when `None`), apply `overrides` and validate the result. Errors
+    /// name the file, line, column and field.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (mut cfg, text, file) = match path {
+            Some(p) => {
+                let cfg: NodeConfig = config::load_file(p)?;
+                (cfg, std::fs::read_to_string(p).unwrap_or_default(), p.to_path_buf())
+            }
+            None => (NodeConfig::default(), String::new(), "<defaults>".into()),
+        };
+        cfg.apply(overrides);
+        let mut problems = Problems::default();
+        cfg.validate(&mut problems);
+        config::problems_to_error(problems, &text, &file)?;
+        Ok(cfg)
+    }
+
+    /// Apply command-line overrides, then the profile's fixed settings.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(l) = &o.listen {
+            self.listen = l.clone();
+        }
+        if let Some(id) = &o.node_id {
+            self.node_id = Some(id.clone());
+        }
+        if let Some(url) = &o.redis_url {
+            if url.eq_ignore_ascii_case("none") {
+                self.redis.url = None;
+                self.redis.cluster_nodes.clear();
+            } else {
+                self.redis.url = Some(url.clone());
+                self.redis.cluster_nodes.clear();
+            }
+        }
+        if let Some(profile) = o.profile {
+            self.profile = profile;
+        }
+        if self.profile == Profile::Conformance {
+            // What socketio/socket.io-protocol's test-suite expects.
+            self.engineio.ping_interval = Duration::from_millis(300);
+            self.engineio.ping_timeout = Duration::from_millis(200);
+            self.engineio.connect_timeout = Duration::from_secs(1);
+            self.engineio.max_payload = 1_000_000;
+        }
+    }
+
+    /// The node id, generating `hostname-xxxx` when none is configured.
+    pub fn resolved_node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "node".into());
+        let suffix: u16 = rand::random();
+        format!("{host}-{suffix:04x}")
+    }
+}

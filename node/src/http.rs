@@ -1,0 +1,140 @@
+//! Plain HTTP on the Socket.IO port: `/healthz`, `/readyz`, `/metrics`, and the middleware in
+//! front of the Engine.IO path that tracks each session's connection (for drain) and counts
+//! rejected Engine.IO requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::bus::BusStatus;
+use crate::connections::{ConnInfo, SessionConns};
+use crate::metrics::NodeMetrics;
+
+/// Local sockets by transport: `(polling, websocket)`.
+pub type SocketCounter = Arc<dyn Fn() -> (usize, usize) + Send + Sync>;
+
+/// What the HTTP handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// This node's id.
+    pub node_id: Arc<str>,
+    /// True from the first shutdown signal on.
+    pub draining: Arc<AtomicBool>,
+    /// True once every namespace is registered.
+    pub ready: Arc<AtomicBool>,
+    /// Redis bus health.
+    pub bus: Arc<BusStatus>,
+    /// Metrics.
+    pub metrics: NodeMetrics,
+    /// Counts local sockets.
+    pub sockets: SocketCounter,
+    /// Session → connection table.
+    pub conns: Arc<SessionConns>,
+    /// The Engine.IO path, e.g. `/socket.io`.
+    pub eio_path: Arc<str>,
+}
+
+/// The plain HTTP routes.
+pub fn routes(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<HttpState>) -> Response {
+    let (polling, websocket) = (st.sockets)();
+    let draining = st.draining.load(Ordering::Acquire);
+    let registered = st.ready.load(Ordering::Acquire);
+    let ready = registered && !draining;
+    let body = json!({
+        "ready": ready,
+        "node": &*st.node_id,
+        "sockets": polling + websocket,
+        "draining": draining,
+        "namespaces_registered": registered,
+        "bus": st.bus.get().as_str(),
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(st): State<HttpState>) -> Response {
+    let (polling, websocket) = (st.sockets)();
+    st.metrics
+        .sockets
+        .with_label_values(&["polling"])
+        .set(polling as i64);
+    st.metrics
+        .sockets
+        .with_label_values(&["websocket"])
+        .set(websocket as i64);
+    (
+        [(header::CONTENT_TYPE, iogate_shared::metrics::CONTENT_TYPE)],
+        iogate_shared::metrics::render(&st.metrics.registry),
+    )
+        .into_response()
+}
+
+/// Middleware on every request: for the Engine.IO path, remember which connection each sid uses,
+/// answer polls of drained sessions with an Engine.IO `close` packet, and count error answers.
+pub async fn engineio_guard(State(st): State<HttpState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let on_eio = path
+        .strip_prefix(&*st.eio_path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if !on_eio {
+        return next.run(req).await;
+    }
+    let mut sid = None;
+    let mut websocket = false;
+    if let Some(q) = req.uri().query() {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            match &*k {
+                "sid" => sid = Some(v.into_owned()),
+                "transport" => websocket = v == "websocket",
+                _ => {}
+            }
+        }
+    }
+    if let Some(sid) = &sid {
+        if st.conns.is_draining(sid) && !websocket && req.method() == Method::GET {
+            // Engine.IO "close": the client closes the transport and reconnects elsewhere.
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+                Body::from("1"),
+            )
+                .into_response();
+        }
+        if let Some(ConnectInfo(ci)) = req.extensions().get::<ConnectInfo<ConnInfo>>() {
+            st.conns.seen(sid, &ci.handle, websocket);
+        }
+    }
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_client_error() || status.is_server_error() {
+        st.metrics
+            .engineio_rejected
+            .with_label_values(&[status.as_str()])
+            .inc();
+    }
+    resp
+}

@@ -1,0 +1,95 @@
+//! The node's Prometheus metrics (`iogate_node_*`), in one registry served at `/metrics`.
+
+use iogate_shared::metrics::{self as m, MetricsError};
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
+
+/// Application event names that get their own label value; anything else is `other`.
+pub const KNOWN_EVENTS: &[&str] = &[
+    "chat:message",
+    "room:message",
+    "echo",
+    "ping:ts",
+    "join",
+    "leave",
+    "whoami",
+    "message",
+    "message-with-ack",
+];
+
+/// Every metric of one node.
+#[derive(Clone)]
+pub struct NodeMetrics {
+    /// The registry rendered at `/metrics`.
+    pub registry: Registry,
+    /// Local sockets by transport, refreshed at each scrape.
+    pub sockets: IntGaugeVec,
+    /// Socket.IO connections accepted.
+    pub connects: IntCounter,
+    /// Socket.IO disconnections by reason.
+    pub disconnects: IntCounterVec,
+    /// Events received by name.
+    pub events: IntCounterVec,
+    /// Handler time per event.
+    pub event_duration: HistogramVec,
+    /// Events received that the application rejected (bad shape), by event.
+    pub events_invalid: IntCounterVec,
+    /// HTTP requests on the Engine.IO path answered with an error status, by code.
+    pub engineio_rejected: IntCounterVec,
+    /// Messages published on the Redis bus.
+    pub bus_published: IntCounter,
+    /// Messages received from the Redis bus.
+    pub bus_received: IntCounter,
+    /// Cross-node messages lost, by reason.
+    pub bus_dropped: IntCounterVec,
+    /// 1 while the bus is connected and subscribed.
+    pub bus_up: IntGauge,
+    /// Reconnections of the bus after an outage.
+    pub bus_reconnects: IntCounter,
+    /// Time from losing Redis to being subscribed again, per outage.
+    pub bus_outage: Histogram,
+    /// 1 while the node is draining.
+    pub draining: IntGauge,
+}
+
+impl NodeMetrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        let metrics = Self {
+            sockets: m::gauge_vec(&r, "iogate_node_sockets", "Local Socket.IO sockets by transport.", &["transport"])?,
+            connects: m::counter(&r, "iogate_node_connects_total", "Socket.IO connections accepted.")?,
+            disconnects: m::counter_vec(&r, "iogate_node_disconnects_total", "Socket.IO disconnections by reason.", &["reason"])?,
+            events: m::counter_vec(&r, "iogate_node_events_total", "Events received, by event name (unknown names are `other`).", &["event"])?,
+            event_duration: m::seconds_histogram_vec(&r, "iogate_node_event_duration_seconds", "Time spent handling one event.", &["event"])?,
+            events_invalid: m::counter_vec(&r, "iogate_node_events_invalid_total", "Events ignored because their payload had the wrong shape.", &["event"])?,
+            engineio_rejected: m::counter_vec(&r, "iogate_node_engineio_rejected_total", "Engine.IO HTTP requests answered with an error status.", &["code"])?,
+            bus_published: m::counter(&r, "iogate_node_bus_published_total", "Messages published on the Redis bus.")?,
+            bus_received: m::counter(&r, "iogate_node_bus_received_total", "Messages received from the Redis bus.")?,
+            bus_dropped: m::counter_vec(&r, "iogate_node_bus_dropped_total", "Cross-node messages dropped, by reason (bus_down, timeout, error, queue_full, lagged).", &["reason"])?,
+            bus_up: m::gauge(&r, "iogate_node_bus_up", "1 while the Redis bus is connected and subscribed.")?,
+            bus_reconnects: m::counter(&r, "iogate_node_bus_reconnects_total", "Times the Redis bus came back after an outage.")?,
+            bus_outage: m::seconds_histogram(&r, "iogate_node_bus_outage_seconds", "Duration of each Redis bus outage, until subscriptions were restored.")?,
+            draining: m::gauge(&r, "iogate_node_draining", "1 while the node drains.")?,
+            registry: r,
+        };
+        // Make the label values visible at zero from the start.
+        for t in ["polling", "websocket"] {
+            metrics.sockets.with_label_values(&[t]).set(0);
+        }
+        for reason in ["bus_down", "timeout", "error", "queue_full", "lagged"] {
+            metrics.bus_dropped.with_label_values(&[reason]);
+        }
+        Ok(metrics)
+    }
+
+    /// The label value for an event name.
+    pub fn event_label(name: &str) -> &'static str {
+        KNOWN_EVENTS
+            .iter()
+            .copied()
+            .find(|e| *e == name)
+            .unwrap_or("other")
+    }
+}

@@ -1,0 +1,415 @@
+//! Test harness: real `redis-server` processes (standalone and a 3-master cluster), real
+//! `iogate-node` processes and a fleet of official socket.io-client sockets (fleet.mjs), all on
+//! free ports, all killed on drop. Readiness is polled, never slept for.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Poll `f` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Send one RESP command (inline) and read the first reply line.
+pub fn redis_cmd(port: u16, cmd: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// A `redis-server` on a free port, without persistence, in a private temp dir.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Redis {
+            port: 0,
+            child: None,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        // Retry on the (rare) race where the free port got taken.
+        for _ in 0..5 {
+            r.port = free_port();
+            if r.spawn() {
+                return r;
+            }
+        }
+        panic!("could not start redis-server");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if redis_cmd(self.port, "PING").is_some_and(|r| r.starts_with("+PONG")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL the server (the port stays reserved for [`restart`](Self::restart)).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same port.
+    pub fn restart(&mut self) {
+        assert!(self.spawn(), "redis-server restart on port {} failed", self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A 3-master Redis Cluster built with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| {
+                Redis::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (apt-get install redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for n in &nodes {
+            wait_for(Duration::from_secs(20), "cluster_state:ok", || {
+                redis_cmd(n.port, "CLUSTER INFO")
+                    .filter(|r| r.contains("cluster_state:ok"))
+                    .map(|_| ())
+            });
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect()
+    }
+}
+
+/// Path of the built `iogate-node` binary.
+pub fn node_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_iogate-node"))
+}
+
+/// A running `iogate-node`.
+pub struct Node {
+    pub id: String,
+    pub port: u16,
+    child: Child,
+    _config: Option<tempfile::NamedTempFile>,
+}
+
+impl Node {
+    /// Start a node with `--listen 127.0.0.1:0`, the given id and extra args; wait for `/readyz`.
+    pub fn start(id: &str, args: &[&str]) -> Node {
+        Self::start_with_config(id, args, None)
+    }
+
+    /// Like [`start`](Self::start) with a YAML config written to a temp file.
+    pub fn start_with_config(id: &str, args: &[&str], yaml: Option<&str>) -> Node {
+        let config = yaml.map(|y| {
+            let mut f = tempfile::NamedTempFile::new().expect("temp config");
+            f.write_all(y.as_bytes()).expect("write config");
+            f
+        });
+        let mut cmd = Command::new(node_bin());
+        cmd.args(["--listen", "127.0.0.1:0", "--node-id", id]).args(args);
+        if let Some(f) = &config {
+            cmd.arg("--config").arg(f.path());
+        }
+        let mut child = cmd
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn iogate-node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("iogate-node printed its address");
+        let port: u16 = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let node = Node {
+            id: id.to_string(),
+            port,
+            child,
+            _config: config,
+        };
+        wait_for(Duration::from_secs(20), "node /readyz", || {
+            http_get(port, "/readyz").filter(|(s, _)| *s == 200).map(|_| ())
+        });
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path).unwrap_or_else(|| panic!("GET {path} on {}", self.id))
+    }
+
+    /// Value of a metric line, e.g. `iogate_node_bus_dropped_total{reason="bus_down"}`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                (k == name).then(|| v.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Send a signal by name (TERM, INT, KILL).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns status and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Directory of the JavaScript test clients.
+pub fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
+
+/// Official socket.io-client sockets in one Node.js process (tests/js/fleet.mjs).
+pub struct Fleet {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    next_id: u64,
+}
+
+impl Fleet {
+    pub fn start() -> Fleet {
+        let dir = js_dir();
+        assert!(
+            dir.join("node_modules/socket.io-client").exists(),
+            "run `npm ci` in {} first (.ci/run does)",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg("fleet.mjs")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node must be installed");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Fleet {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+        }
+    }
+
+    /// Send a command and wait for its reply (panics on error replies).
+    pub fn cmd(&mut self, mut msg: Value) -> Value {
+        let r = self.try_cmd(&mut msg, Duration::from_secs(30));
+        assert!(r["ok"].as_bool() == Some(true), "fleet command {msg} failed: {r}");
+        r
+    }
+
+    pub fn try_cmd(&mut self, msg: &mut Value, timeout: Duration) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        msg["id"] = json!(id);
+        writeln!(self.stdin, "{msg}").expect("write to fleet");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("fleet did not answer {msg} in {timeout:?}"));
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if v["id"] == json!(id) {
+                return v;
+            }
+        }
+    }
+
+    /// Connect `count` clients named `name#i` to `url`.
+    pub fn connect(&mut self, name: &str, url: &str, count: usize, transports: &[&str]) -> Value {
+        self.cmd(json!({"cmd": "connect", "name": name, "url": url, "count": count,
+                        "transports": transports}))
+    }
+
+    pub fn emit(&mut self, client: &str, event: &str, args: Value) {
+        self.cmd(json!({"cmd": "emit", "client": client, "event": event, "args": args}));
+    }
+
+    pub fn emit_ack(&mut self, client: &str, event: &str, args: Value, timeout_ms: u64) -> Value {
+        let r = self.cmd(json!({"cmd": "emit", "client": client, "event": event, "args": args,
+                                "ack": true, "timeoutMs": timeout_ms}));
+        r["ack"].clone()
+    }
+
+    /// `{client: [[args...], ...]}` for `event`.
+    pub fn events(&mut self, event: &str) -> serde_json::Map<String, Value> {
+        let r = self.cmd(json!({"cmd": "events", "event": event}));
+        r["events"].as_object().cloned().unwrap_or_default()
+    }
+
+    pub fn clear(&mut self) {
+        self.cmd(json!({"cmd": "clear"}));
+    }
+
+    pub fn status(&mut self) -> serde_json::Map<String, Value> {
+        let r = self.cmd(json!({"cmd": "status"}));
+        r["clients"].as_object().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 POST with a text body; returns status and body.
+pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    let _ = s.write_all(body.as_bytes());
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}

@@ -1,0 +1,129 @@
+// A fleet of official socket.io-client sockets driven over stdin/stdout (one JSON object per
+// line), so the Rust integration tests can use the real client against real servers.
+//
+// Commands: {"id":N,"cmd":"connect","name":"a","url":"http://...","count":3,
+//             "transports":["websocket"],"auth":{},"query":{},"reconnection":false}
+//           {"id":N,"cmd":"emit","client":"a#0","event":"echo","args":[1],"ack":true,"timeoutMs":1000}
+//           {"id":N,"cmd":"events","event":"chat:message"}   -> {client: [payload,...]}
+//           {"id":N,"cmd":"clear"}
+//           {"id":N,"cmd":"status"}                          -> connected/disconnect reasons
+//           {"id":N,"cmd":"close","prefix":"a"}
+// Replies: {"id":N,"ok":true,...} or {"id":N,"ok":false,"error":"..."}.
+import { io } from "socket.io-client";
+import readline from "node:readline";
+
+const clients = new Map(); // name -> { socket, events: [{event,args,t}], disconnects: [], connects }
+
+function reply(obj) {
+  process.stdout.write(JSON.stringify(obj) + "\n");
+}
+
+function connectOne(name, c) {
+  return new Promise((resolve, reject) => {
+    const socket = io(c.url, {
+      transports: c.transports ?? ["polling", "websocket"],
+      upgrade: c.upgrade ?? true,
+      auth: c.auth ?? {},
+      query: c.query ?? {},
+      reconnection: c.reconnection ?? false,
+      reconnectionDelay: c.reconnectionDelay ?? 200,
+      reconnectionDelayMax: c.reconnectionDelayMax ?? 1000,
+      timeout: c.timeoutMs ?? 5000,
+      forceNew: true,
+    });
+    const rec = { socket, events: [], disconnects: [], connects: 0 };
+    clients.set(name, rec);
+    socket.onAny((event, ...args) => rec.events.push({ event, args, t: Date.now() }));
+    socket.on("disconnect", (reason) => rec.disconnects.push({ reason, t: Date.now() }));
+    let settled = false;
+    socket.on("connect", () => {
+      rec.connects += 1;
+      if (!settled) {
+        settled = true;
+        resolve({ name, sid: socket.id });
+      }
+    });
+    socket.on("connect_error", (err) => {
+      if (!settled && !(c.reconnection ?? false)) {
+        settled = true;
+        reject(new Error(`${name}: ${err.message}`));
+      }
+    });
+  });
+}
+
+async function handle(msg) {
+  switch (msg.cmd) {
+    case "connect": {
+      const names = [];
+      for (let i = 0; i < (msg.count ?? 1); i++) names.push(`${msg.name}#${i}`);
+      const res = await Promise.all(names.map((n) => connectOne(n, msg)));
+      return { clients: res };
+    }
+    case "emit": {
+      const rec = clients.get(msg.client);
+      if (!rec) throw new Error(`unknown client ${msg.client}`);
+      const args = msg.args ?? [];
+      if (msg.ack) {
+        const t0 = Date.now();
+        const ack = await rec.socket.timeout(msg.timeoutMs ?? 2000).emitWithAck(msg.event, ...args);
+        return { ack, ms: Date.now() - t0 };
+      }
+      rec.socket.emit(msg.event, ...args);
+      return {};
+    }
+    case "events": {
+      const out = {};
+      for (const [name, rec] of clients) {
+        out[name] = rec.events.filter((e) => !msg.event || e.event === msg.event).map((e) => e.args);
+      }
+      return { events: out };
+    }
+    case "clear": {
+      for (const rec of clients.values()) rec.events = [];
+      return {};
+    }
+    case "status": {
+      const out = {};
+      for (const [name, rec] of clients) {
+        out[name] = {
+          connected: rec.socket.connected,
+          transport: rec.socket.io.engine?.transport?.name ?? null,
+          connects: rec.connects,
+          disconnects: rec.disconnects,
+        };
+      }
+      return { clients: out };
+    }
+    case "close": {
+      for (const [name, rec] of clients) {
+        if (!msg.prefix || name.startsWith(msg.prefix + "#")) {
+          rec.socket.close();
+          clients.delete(name);
+        }
+      }
+      return {};
+    }
+    default:
+      throw new Error(`unknown command ${msg.cmd}`);
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on("line", (line) => {
+  let msg;
+  try {
+    msg = JSON.parse(line);
+  } catch (e) {
+    reply({ id: null, ok: false, error: `bad json: ${e.message}` });
+    return;
+  }
+  handle(msg).then(
+    (res) => reply({ id: msg.id, ok: true, ...res }),
+    (err) => reply({ id: msg.id, ok: false, error: String(err?.message ?? err) }),
+  );
+});
+rl.on("close", () => {
+  for (const rec of clients.values()) rec.socket.close();
+  process.exit(0);
+});
