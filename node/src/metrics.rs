@@ -67,7 +67,7 @@ impl NodeMetrics {
             engineio_rejected: m::counter_vec(&r, "iogate_node_engineio_rejected_total", "Engine.IO HTTP requests answered with an error status.", &["code"])?,
             bus_published: m::counter(&r, "iogate_node_bus_published_total", "Messages published on the Redis bus.")?,
             bus_received: m::counter(&r, "iogate_node_bus_received_total", "Messages received from the Redis bus.")?,
-            bus_dropped: m::counter_vec(&r, "iogate_node_bus_dropped_total", "Cross-node messages dropped, by reason (bus_down, timeout, error, queue_full, lagged).", &["reason"])?,
+            bus_dropped: m::counter_vec(&r, "iogate_node_bus_dropped_total", "Cross-node messages dropped, by reason (bus_down, timeout, error, unreached, queue_full, lagged).", &["reason"])?,
             bus_up: m::gauge(&r, "iogate_node_bus_up", "1 while the Redis bus is connected and subscribed.")?,
             bus_reconnects: m::counter(&r, "iogate_node_bus_reconnects_total", "Times the Redis bus came back after an outage.")?,
             bus_outage: m::seconds_histogram(&r, "iogate_node_bus_outage_seconds", "Duration of each Redis bus outage, until subscriptions were restored.")?,
@@ -78,7 +78,14 @@ impl NodeMetrics {
         for t in ["polling", "websocket"] {
             metrics.sockets.with_label_values(&[t]).set(0);
         }
-        for reason in ["bus_down", "timeout", "error", "queue_full", "lagged"] {
+        for reason in [
+            "bus_down",
+            "timeout",
+            "error",
+            "unreached",
+            "queue_full",
+            "lagged",
+        ] {
             metrics.bus_dropped.with_label_values(&[reason]);
         }
         Ok(metrics)

@@ -105,13 +105,7 @@ impl BoundNode {
         if self.cfg.redis.enabled() {
             let status = Arc::new(BusStatus::new(BusState::Reconnecting));
             let fred = client::build(&self.cfg.redis)?;
-            let driver = BusDriver::new(
-                fred,
-                status.clone(),
-                metrics.clone(),
-                self.cfg.redis.command_timeout,
-                self.cfg.redis.queue_size,
-            );
+            let driver = BusDriver::new(fred, status.clone(), metrics.clone(), &self.cfg.redis);
             let (stop_tx, stop_rx) = watch::channel(false);
             supervisor::spawn(&driver, self.cfg.redis.down_after, stop_rx);
             let adapter_cfg = RedisAdapterConfig::new()

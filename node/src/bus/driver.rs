@@ -11,14 +11,19 @@
 //! - inbound: one dispatcher task reads fred's message stream and `try_send`s each message into
 //!   the channel's bounded queue; a full queue drops and counts (`queue_full`), a lagging fred
 //!   broadcast counts what it skipped (`lagged`).
+//! - unreached peers: SPUBLISH answers how many subscribers got the message. On a namespace's
+//!   broadcast channel every node is one subscriber, so when fewer nodes got it than were
+//!   subscribed within the last `redis.down_after`, the miss is counted (`unreached`): a node
+//!   that is re-subscribing after a Redis restart did not get it. (A node that just left is
+//!   counted the same way until the window passes.)
 //! - `num_serv`: SHARDNUMSUB of the request channel; while Redis is unreachable this node is the
 //!   only one it can reach, so it answers 1 (requests then complete locally instead of waiting).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use fred::prelude::{Client, EventInterface, PubsubInterface};
 use fred::types::{Message, MessageKind};
@@ -42,6 +47,33 @@ pub(crate) struct Shared {
     pub(crate) drop_logged: AtomicBool,
     /// Messages dropped since the current outage began (for the recovery log line).
     pub(crate) dropped_in_outage: AtomicU64,
+    /// `{prefix}-request#`: the start of every namespace's broadcast channel.
+    pub(crate) request_prefix: String,
+    /// Subscribers recently seen per broadcast channel.
+    pub(crate) peers: Mutex<HashMap<String, PeerWindow>>,
+    /// How long a subscriber count is remembered.
+    pub(crate) peer_window: Duration,
+}
+
+/// The largest subscriber count of a channel seen within a time window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerWindow {
+    max: u64,
+    at: Instant,
+}
+
+impl PeerWindow {
+    /// Record `receivers` for a publish at `now`; returns how many recently seen subscribers
+    /// did not receive it.
+    pub(crate) fn observe(slot: &mut Option<PeerWindow>, receivers: u64, now: Instant, window: Duration) -> u64 {
+        match slot {
+            Some(w) if receivers < w.max && now.duration_since(w.at) <= window => w.max - receivers,
+            _ => {
+                *slot = Some(PeerWindow { max: receivers, at: now });
+                0
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -55,6 +87,35 @@ impl Shared {
                 "Redis bus cannot carry cross-node messages; local clients still receive them. \
                  Further drops in this outage are only counted in iogate_node_bus_dropped_total"
             );
+        }
+    }
+
+    /// A namespace's broadcast channel (`{prefix}-request#{ns}#`), which every node subscribes.
+    fn is_broadcast_channel(&self, chan: &str) -> bool {
+        chan.strip_prefix(&self.request_prefix)
+            .is_some_and(|rest| rest.matches('#').count() == 1)
+    }
+
+    /// Count a publish on `chan` that reached `receivers` subscribers.
+    fn published(&self, chan: &str, receivers: i64) {
+        self.metrics.bus_published.inc();
+        if !self.is_broadcast_channel(chan) {
+            return;
+        }
+        let receivers = u64::try_from(receivers).unwrap_or(0);
+        let missed = match self.peers.lock() {
+            Ok(mut peers) => {
+                let mut slot = peers.get(chan).copied();
+                let missed = PeerWindow::observe(&mut slot, receivers, Instant::now(), self.peer_window);
+                if let Some(w) = slot {
+                    peers.insert(chan.to_string(), w);
+                }
+                missed
+            }
+            Err(_) => 0,
+        };
+        if missed > 0 {
+            self.count_drop("unreached", &format_args!("{missed} node(s) not subscribed"));
         }
     }
 
@@ -78,19 +139,21 @@ impl BusDriver {
         client: Client,
         status: Arc<BusStatus>,
         metrics: NodeMetrics,
-        command_timeout: Duration,
-        queue_size: usize,
+        settings: &crate::config::RedisConfig,
     ) -> Self {
         let shared = Arc::new(Shared {
             client,
             channels: RwLock::new(HashMap::new()),
             status,
             metrics,
-            command_timeout,
-            queue_size: queue_size.max(1),
+            command_timeout: settings.command_timeout,
+            queue_size: settings.queue_size.max(1),
             resubscribe: AtomicBool::new(false),
             drop_logged: AtomicBool::new(false),
             dropped_in_outage: AtomicU64::new(0),
+            request_prefix: format!("{}-request#", settings.key_prefix),
+            peers: Mutex::new(HashMap::new()),
+            peer_window: settings.down_after,
         });
         tokio::spawn(dispatch(shared.client.message_rx(), shared.clone()));
         Self { shared }
@@ -159,11 +222,11 @@ impl Driver for BusDriver {
         }
         match tokio::time::timeout(
             s.command_timeout,
-            s.client.spublish::<i64, _, _>(chan, val),
+            s.client.spublish::<i64, _, _>(chan.as_str(), val),
         )
         .await
         {
-            Ok(Ok(_)) => s.metrics.bus_published.inc(),
+            Ok(Ok(receivers)) => s.published(&chan, receivers),
             Ok(Err(e)) => s.count_drop("error", &e),
             Err(_) => s.count_drop("timeout", &"SPUBLISH timed out"),
         }
@@ -222,5 +285,24 @@ impl Driver for BusDriver {
             }
             Err(_) => Ok(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerWindow;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn peer_window_counts_missing_subscribers_then_forgets() {
+        let w = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut slot = None;
+        assert_eq!(PeerWindow::observe(&mut slot, 3, t0, w), 0);
+        assert_eq!(PeerWindow::observe(&mut slot, 1, t0 + Duration::from_secs(1), w), 2);
+        assert_eq!(PeerWindow::observe(&mut slot, 3, t0 + Duration::from_secs(2), w), 0);
+        // After the window a smaller cluster is the new normal.
+        assert_eq!(PeerWindow::observe(&mut slot, 2, t0 + Duration::from_secs(13), w), 0);
+        assert_eq!(PeerWindow::observe(&mut slot, 2, t0 + Duration::from_secs(14), w), 0);
     }
 }

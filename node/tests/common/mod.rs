@@ -101,6 +101,18 @@ impl Redis {
         false
     }
 
+    /// Start on a given port (for "Redis appears later" tests).
+    pub fn start_on(port: u16) -> Redis {
+        let mut r = Redis {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra: Vec::new(),
+        };
+        assert!(r.spawn(), "redis-server on port {port}");
+        r
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
