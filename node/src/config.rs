@@ -229,7 +229,10 @@ impl Validate for NodeConfig {
         if self.listen.parse::<SocketAddr>().is_err() {
             p.push(
                 "listen",
-                format!("`{}` is not an IP:port address (e.g. 0.0.0.0:4001)", self.listen),
+                format!(
+                    "`{}` is not an IP:port address (e.g. 0.0.0.0:4001)",
+                    self.listen
+                ),
             );
         }
         if let Some(id) = &self.node_id
@@ -239,20 +242,32 @@ impl Validate for NodeConfig {
         }
         let r = &self.redis;
         if r.url.is_some() && !r.cluster_nodes.is_empty() {
-            p.push("redis.cluster_nodes", "set either redis.url or redis.cluster_nodes, not both");
+            p.push(
+                "redis.cluster_nodes",
+                "set either redis.url or redis.cluster_nodes, not both",
+            );
         }
         if let Some(url) = &r.url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
-            p.push("redis.url", format!("`{url}` must start with redis:// or rediss://"));
+            p.push(
+                "redis.url",
+                format!("`{url}` must start with redis:// or rediss://"),
+            );
         }
         for (i, n) in r.cluster_nodes.iter().enumerate() {
             if !valid_host_port(n) {
-                p.push(format!("redis.cluster_nodes[{i}]"), format!("`{n}` is not host:port"));
+                p.push(
+                    format!("redis.cluster_nodes[{i}]"),
+                    format!("`{n}` is not host:port"),
+                );
             }
         }
         if r.key_prefix.is_empty() || r.key_prefix.contains('#') {
-            p.push("redis.key_prefix", "must be non-empty and must not contain `#`");
+            p.push(
+                "redis.key_prefix",
+                "must be non-empty and must not contain `#`",
+            );
         }
         for (name, d) in [
             ("redis.command_timeout", r.command_timeout),
@@ -266,7 +281,10 @@ impl Validate for NodeConfig {
             }
         }
         if r.reconnect.min_delay > r.reconnect.max_delay {
-            p.push("redis.reconnect.min_delay", "must not exceed redis.reconnect.max_delay");
+            p.push(
+                "redis.reconnect.min_delay",
+                "must not exceed redis.reconnect.max_delay",
+            );
         }
         if r.queue_size == 0 {
             p.push("redis.queue_size", "must be at least 1");
@@ -293,7 +311,10 @@ impl Validate for NodeConfig {
             p.push("engineio.max_payload", "must be at least 1024 bytes");
         }
         if e.transports.is_empty() {
-            p.push("engineio.transports", "needs at least one of polling, websocket");
+            p.push(
+                "engineio.transports",
+                "needs at least one of polling, websocket",
+            );
         }
         if e.max_buffer_size == 0 {
             p.push("engineio.max_buffer_size", "must be at least 1");
@@ -335,7 +356,11 @@ impl NodeConfig {
         let (mut cfg, text, file) = match path {
             Some(p) => {
                 let cfg: NodeConfig = config::load_file(p)?;
-                (cfg, std::fs::read_to_string(p).unwrap_or_default(), p.to_path_buf())
+                (
+                    cfg,
+                    std::fs::read_to_string(p).unwrap_or_default(),
+                    p.to_path_buf(),
+                )
             }
             None => (NodeConfig::default(), String::new(), "<defaults>".into()),
         };

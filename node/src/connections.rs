@@ -65,7 +65,10 @@ impl KillableStream {
 }
 
 fn aborted() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed by drain")
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed by drain",
+    )
 }
 
 impl AsyncRead for KillableStream {
@@ -200,7 +203,7 @@ impl SessionConns {
     pub fn seen(&self, sid: &str, handle: &ConnHandle, websocket: bool) {
         let Ok(mut map) = self.map.lock() else { return };
         if let Some(e) = map.get_mut(sid)
-            && !(e.websocket && !websocket)
+            && (websocket || !e.websocket)
         {
             e.handle = handle.clone();
             e.websocket = websocket;
@@ -218,7 +221,9 @@ impl SessionConns {
     /// Mark `sid` drained and cut the connection its latest request used. Returns false when
     /// the sid was not tracked (it is then only marked, and the caller must close it otherwise).
     pub fn drain(&self, sid: &str) -> bool {
-        let Ok(mut map) = self.map.lock() else { return false };
+        let Ok(mut map) = self.map.lock() else {
+            return false;
+        };
         match map.get_mut(sid) {
             Some(e) => {
                 e.draining = true;

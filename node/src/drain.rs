@@ -37,7 +37,10 @@ pub async fn drain<A: Adapter>(io: &SocketIo<A>, conns: &SessionConns, cfg: &Dra
 
     let rate = cfg.rate.max(1) as f64;
     let (tick, per_tick) = if rate >= 10.0 {
-        (Duration::from_millis(100), (rate / 10.0).round().max(1.0) as usize)
+        (
+            Duration::from_millis(100),
+            (rate / 10.0).round().max(1.0) as usize,
+        )
     } else {
         (Duration::from_secs_f64(1.0 / rate), 1)
     };

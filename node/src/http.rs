@@ -94,7 +94,8 @@ async fn metrics(State(st): State<HttpState>) -> Response {
 }
 
 /// Middleware on every request: for the Engine.IO path, remember which connection each sid uses,
-/// answer polls of drained sessions with an Engine.IO `close` packet, and count error answers.
+/// answer polls of drained sessions with an Engine.IO `close` packet, refuse new sessions while
+/// draining (503 + Retry-After), and count error answers.
 pub async fn engineio_guard(State(st): State<HttpState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let on_eio = path
@@ -113,6 +114,15 @@ pub async fn engineio_guard(State(st): State<HttpState>, req: Request, next: Nex
                 _ => {}
             }
         }
+    }
+    if sid.is_none() && st.draining.load(Ordering::Acquire) {
+        // A new session on a draining node: send the client elsewhere.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "node is draining\n",
+        )
+            .into_response();
     }
     if let Some(sid) = &sid {
         if st.conns.is_draining(sid) && !websocket && req.method() == Method::GET {

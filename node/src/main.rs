@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use iogate_node::config::{NodeConfig, Overrides, Profile};
 use iogate_node::BoundNode;
+use iogate_node::config::{NodeConfig, Overrides, Profile};
 use iogate_shared::telemetry::{self, LogFormat};
 
 /// A clustered Socket.IO node: socketioxide + axum, joined to other nodes through Redis.
@@ -90,8 +90,10 @@ async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
 /// Resolves on the first SIGTERM/SIGINT; a second one exits the process at once.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; drain on signal is unavailable");
         std::future::pending::<()>().await;
         return;

@@ -58,19 +58,78 @@ impl NodeMetrics {
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new();
         let metrics = Self {
-            sockets: m::gauge_vec(&r, "iogate_node_sockets", "Local Socket.IO sockets by transport.", &["transport"])?,
-            connects: m::counter(&r, "iogate_node_connects_total", "Socket.IO connections accepted.")?,
-            disconnects: m::counter_vec(&r, "iogate_node_disconnects_total", "Socket.IO disconnections by reason.", &["reason"])?,
-            events: m::counter_vec(&r, "iogate_node_events_total", "Events received, by event name (unknown names are `other`).", &["event"])?,
-            event_duration: m::seconds_histogram_vec(&r, "iogate_node_event_duration_seconds", "Time spent handling one event.", &["event"])?,
-            events_invalid: m::counter_vec(&r, "iogate_node_events_invalid_total", "Events ignored because their payload had the wrong shape.", &["event"])?,
-            engineio_rejected: m::counter_vec(&r, "iogate_node_engineio_rejected_total", "Engine.IO HTTP requests answered with an error status.", &["code"])?,
-            bus_published: m::counter(&r, "iogate_node_bus_published_total", "Messages published on the Redis bus.")?,
-            bus_received: m::counter(&r, "iogate_node_bus_received_total", "Messages received from the Redis bus.")?,
-            bus_dropped: m::counter_vec(&r, "iogate_node_bus_dropped_total", "Cross-node messages dropped, by reason (bus_down, timeout, error, unreached, queue_full, lagged).", &["reason"])?,
-            bus_up: m::gauge(&r, "iogate_node_bus_up", "1 while the Redis bus is connected and subscribed.")?,
-            bus_reconnects: m::counter(&r, "iogate_node_bus_reconnects_total", "Times the Redis bus came back after an outage.")?,
-            bus_outage: m::seconds_histogram(&r, "iogate_node_bus_outage_seconds", "Duration of each Redis bus outage, until subscriptions were restored.")?,
+            sockets: m::gauge_vec(
+                &r,
+                "iogate_node_sockets",
+                "Local Socket.IO sockets by transport.",
+                &["transport"],
+            )?,
+            connects: m::counter(
+                &r,
+                "iogate_node_connects_total",
+                "Socket.IO connections accepted.",
+            )?,
+            disconnects: m::counter_vec(
+                &r,
+                "iogate_node_disconnects_total",
+                "Socket.IO disconnections by reason.",
+                &["reason"],
+            )?,
+            events: m::counter_vec(
+                &r,
+                "iogate_node_events_total",
+                "Events received, by event name (unknown names are `other`).",
+                &["event"],
+            )?,
+            event_duration: m::seconds_histogram_vec(
+                &r,
+                "iogate_node_event_duration_seconds",
+                "Time spent handling one event.",
+                &["event"],
+            )?,
+            events_invalid: m::counter_vec(
+                &r,
+                "iogate_node_events_invalid_total",
+                "Events ignored because their payload had the wrong shape.",
+                &["event"],
+            )?,
+            engineio_rejected: m::counter_vec(
+                &r,
+                "iogate_node_engineio_rejected_total",
+                "Engine.IO HTTP requests answered with an error status.",
+                &["code"],
+            )?,
+            bus_published: m::counter(
+                &r,
+                "iogate_node_bus_published_total",
+                "Messages published on the Redis bus.",
+            )?,
+            bus_received: m::counter(
+                &r,
+                "iogate_node_bus_received_total",
+                "Messages received from the Redis bus.",
+            )?,
+            bus_dropped: m::counter_vec(
+                &r,
+                "iogate_node_bus_dropped_total",
+                "Cross-node messages dropped, by reason (bus_down, timeout, error, unreached, queue_full, lagged).",
+                &["reason"],
+            )?,
+            bus_up: m::gauge(
+                &r,
+                "iogate_node_bus_up",
+                "1 while the Redis bus is connected and subscribed.",
+            )?,
+            bus_reconnects: m::counter(
+                &r,
+                "iogate_node_bus_reconnects_total",
+                "Times the Redis bus came back after an outage.",
+            )?,
+            bus_outage: m::seconds_histogram(
+                &r,
+                "iogate_node_bus_outage_seconds",
+                "Duration of each Redis bus outage, until subscriptions were restored.",
+            )?,
             draining: m::gauge(&r, "iogate_node_draining", "1 while the node drains.")?,
             registry: r,
         };

@@ -257,9 +257,8 @@ async fn serve<A: Adapter>(
     crate::drain::drain(&io, &parts.conns, &parts.cfg.drain).await;
     let _ = stop_tx.send(true);
     // Connections still open (idle keep-alives) are not waited for beyond a short moment.
-    match tokio::time::timeout(std::time::Duration::from_secs(1), server).await {
-        Ok(Ok(Err(e))) => return Err(NodeError::Serve(e)),
-        Ok(_) | Err(_) => {}
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(std::time::Duration::from_secs(1), server).await {
+        return Err(NodeError::Serve(e));
     }
     tracing::info!(node = %parts.node_id, "drained; exiting");
     Ok(())

@@ -17,17 +17,28 @@ fn cluster(redis: &Redis) -> Vec<Node> {
 }
 
 /// Wait until every client has `expected` events named `event`, then return them.
-fn wait_events(fleet: &mut Fleet, event: &str, clients: usize, expected: usize) -> BTreeMap<String, Vec<Value>> {
-    wait_for(Duration::from_secs(10), &format!("{expected} `{event}` on {clients} clients"), || {
-        let ev = fleet.events(event);
-        let done = ev.len() == clients
-            && ev.values().all(|v| v.as_array().map_or(0, |a| a.len()) >= expected);
-        done.then(|| {
-            ev.into_iter()
-                .map(|(k, v)| (k, v.as_array().cloned().unwrap_or_default()))
-                .collect()
-        })
-    })
+fn wait_events(
+    fleet: &mut Fleet,
+    event: &str,
+    clients: usize,
+    expected: usize,
+) -> BTreeMap<String, Vec<Value>> {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("{expected} `{event}` on {clients} clients"),
+        || {
+            let ev = fleet.events(event);
+            let done = ev.len() == clients
+                && ev
+                    .values()
+                    .all(|v| v.as_array().map_or(0, |a| a.len()) >= expected);
+            done.then(|| {
+                ev.into_iter()
+                    .map(|(k, v)| (k, v.as_array().cloned().unwrap_or_default()))
+                    .collect()
+            })
+        },
+    )
 }
 
 fn run_cluster_contract(transports: &[&str]) {
@@ -36,10 +47,14 @@ fn run_cluster_contract(transports: &[&str]) {
     let mut fleet = Fleet::start();
     // Two clients per node; the "a" clients start in room "red" (auth), the "b" clients do not.
     for n in &nodes {
-        fleet.cmd(json!({"cmd": "connect", "name": format!("{}a", n.id), "url": n.url(),
-                         "count": 1, "transports": transports, "auth": {"room": "red"}}));
-        fleet.cmd(json!({"cmd": "connect", "name": format!("{}b", n.id), "url": n.url(),
-                         "count": 1, "transports": transports}));
+        fleet.cmd(
+            json!({"cmd": "connect", "name": format!("{}a", n.id), "url": n.url(),
+                         "count": 1, "transports": transports, "auth": {"room": "red"}}),
+        );
+        fleet.cmd(
+            json!({"cmd": "connect", "name": format!("{}b", n.id), "url": n.url(),
+                         "count": 1, "transports": transports}),
+        );
     }
     let clients = 6;
 
@@ -49,7 +64,10 @@ fn run_cluster_contract(transports: &[&str]) {
         assert_eq!(who["node"], json!(n.id), "{who}");
         let sid = who["sid"].as_str().unwrap_or_default().to_string();
         let rooms: Vec<String> = serde_json::from_value(who["rooms"].clone()).unwrap_or_default();
-        assert!(rooms.contains(&sid) && rooms.contains(&"red".to_string()), "{who}");
+        assert!(
+            rooms.contains(&sid) && rooms.contains(&"red".to_string()),
+            "{who}"
+        );
     }
 
     // The nodes see each other through Redis before we broadcast.
@@ -61,45 +79,82 @@ fn run_cluster_contract(transports: &[&str]) {
     });
 
     // A broadcast from a client on n1 reaches every client on every node exactly once.
-    fleet.emit("n1a#0", "chat:message", json!([{"text": "hello", "seq": 1}]));
+    fleet.emit(
+        "n1a#0",
+        "chat:message",
+        json!([{"text": "hello", "seq": 1}]),
+    );
     let got = wait_events(&mut fleet, "chat:message", clients, 1);
     std::thread::sleep(Duration::from_millis(300)); // let any duplicate arrive
     let got_after = fleet.events("chat:message");
     for (client, events) in &got {
         assert_eq!(events.len(), 1, "{client} got {events:?}");
         assert_eq!(events[0], json!([{"text": "hello", "seq": 1}]));
-        assert_eq!(got_after[client].as_array().map(|a| a.len()), Some(1), "{client} duplicate");
+        assert_eq!(
+            got_after[client].as_array().map(|a| a.len()),
+            Some(1),
+            "{client} duplicate"
+        );
     }
 
     // A room message from n3 reaches only the room members, on all nodes.
     fleet.clear();
-    fleet.emit("n3b#0", "room:message", json!([{"room": "red", "data": "only red"}]));
+    fleet.emit(
+        "n3b#0",
+        "room:message",
+        json!([{"room": "red", "data": "only red"}]),
+    );
     let expected = json!([{"room": "red", "data": "only red"}]);
-    wait_for(Duration::from_secs(10), "room message on every red client", || {
-        let ev = fleet.events("room:message");
-        nodes
-            .iter()
-            .all(|n| ev.get(&format!("{}a#0", n.id)).and_then(|v| v.as_array()).is_some_and(|a| a.len() == 1))
-            .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "room message on every red client",
+        || {
+            let ev = fleet.events("room:message");
+            nodes
+                .iter()
+                .all(|n| {
+                    ev.get(&format!("{}a#0", n.id))
+                        .and_then(|v| v.as_array())
+                        .is_some_and(|a| a.len() == 1)
+                })
+                .then_some(())
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     let ev = fleet.events("room:message");
     for n in &nodes {
         assert_eq!(ev[&format!("{}a#0", n.id)], json!([expected]));
-        assert_eq!(ev[&format!("{}b#0", n.id)], json!([]), "non-member got a room message");
+        assert_eq!(
+            ev[&format!("{}b#0", n.id)],
+            json!([]),
+            "non-member got a room message"
+        );
     }
 
     // join over the wire, then the joined client on n2 receives a room message sent from n1.
-    assert_eq!(fleet.emit_ack("n2b#0", "join", json!(["blue"]), 2000), json!(true));
+    assert_eq!(
+        fleet.emit_ack("n2b#0", "join", json!(["blue"]), 2000),
+        json!(true)
+    );
     fleet.clear();
-    fleet.emit("n1b#0", "room:message", json!([{"room": "blue", "data": 42}]));
+    fleet.emit(
+        "n1b#0",
+        "room:message",
+        json!([{"room": "blue", "data": 42}]),
+    );
     wait_for(Duration::from_secs(10), "blue room message", || {
         let ev = fleet.events("room:message");
-        ev.get("n2b#0").and_then(|v| v.as_array()).is_some_and(|a| a.len() == 1).then_some(())
+        ev.get("n2b#0")
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| a.len() == 1)
+            .then_some(())
     });
 
     // echo with and without an ack; ping:ts.
-    assert_eq!(fleet.emit_ack("n2a#0", "echo", json!([{"x": [1, 2]}]), 2000), json!({"x": [1, 2]}));
+    assert_eq!(
+        fleet.emit_ack("n2a#0", "echo", json!([{"x": [1, 2]}]), 2000),
+        json!({"x": [1, 2]})
+    );
     fleet.clear();
     fleet.emit("n2a#0", "echo", json!(["back"]));
     wait_events_single(&mut fleet, "n2a#0", "echo", json!(["back"]));
@@ -111,8 +166,17 @@ fn run_cluster_contract(transports: &[&str]) {
     // io.to(sid) from another node reaches exactly that socket.
     let target = fleet.emit_ack("n3b#0", "whoami", json!([]), 2000)["sid"].clone();
     fleet.clear();
-    fleet.emit("n1a#0", "room:message", json!([{"room": target, "data": "direct"}]));
-    wait_events_single(&mut fleet, "n3b#0", "room:message", json!([{"room": target, "data": "direct"}]));
+    fleet.emit(
+        "n1a#0",
+        "room:message",
+        json!([{"room": target, "data": "direct"}]),
+    );
+    wait_events_single(
+        &mut fleet,
+        "n3b#0",
+        "room:message",
+        json!([{"room": target, "data": "direct"}]),
+    );
 
     // Metrics count what happened.
     let n1 = &nodes[0];
@@ -129,10 +193,14 @@ fn run_cluster_contract(transports: &[&str]) {
 }
 
 fn wait_events_single(fleet: &mut Fleet, client: &str, event: &str, expected: Value) {
-    wait_for(Duration::from_secs(10), &format!("{event} on {client}"), || {
-        let ev = fleet.events(event);
-        (ev.get(client) == Some(&json!([expected.clone()]))).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        &format!("{event} on {client}"),
+        || {
+            let ev = fleet.events(event);
+            (ev.get(client) == Some(&json!([expected.clone()]))).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -169,13 +237,24 @@ fn malformed_input_closes_only_that_client() {
         .and_then(|s| s.split('"').next())
         .expect("sid")
         .to_string();
-    let resp = common::http_post(node.port, &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"), "4{garbage");
+    let resp = common::http_post(
+        node.port,
+        &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"),
+        "4{garbage",
+    );
     assert!(resp.is_some());
     let oversized = "4".repeat(2_000_000);
-    let _ = common::http_post(node.port, "/socket.io/?EIO=4&transport=polling&sid=unknown", &oversized);
+    let _ = common::http_post(
+        node.port,
+        "/socket.io/?EIO=4&transport=polling&sid=unknown",
+        &oversized,
+    );
 
     // The good client is untouched and the node still answers.
-    assert_eq!(fleet.emit_ack("good#0", "echo", json!(["still here"]), 2000), json!("still here"));
+    assert_eq!(
+        fleet.emit_ack("good#0", "echo", json!(["still here"]), 2000),
+        json!("still here")
+    );
     assert_eq!(node.get("/healthz").0, 200);
     assert!(node.metric("iogate_node_engineio_rejected_total{code=\"400\"}") >= 3.0);
 }

@@ -10,10 +10,17 @@ use common::{Fleet, Node, Redis, wait_for};
 use serde_json::{Value, json};
 
 fn dropped(n: &Node) -> f64 {
-    ["bus_down", "timeout", "error", "unreached", "queue_full", "lagged"]
-        .iter()
-        .map(|r| n.metric(&format!("iogate_node_bus_dropped_total{{reason=\"{r}\"}}")))
-        .sum()
+    [
+        "bus_down",
+        "timeout",
+        "error",
+        "unreached",
+        "queue_full",
+        "lagged",
+    ]
+    .iter()
+    .map(|r| n.metric(&format!("iogate_node_bus_dropped_total{{reason=\"{r}\"}}")))
+    .sum()
 }
 
 fn bus_state(n: &Node) -> String {
@@ -25,7 +32,11 @@ fn bus_state(n: &Node) -> String {
 fn seqs(fleet: &mut Fleet, client: &str) -> Vec<u64> {
     fleet.events("chat:message")[client]
         .as_array()
-        .map(|a| a.iter().filter_map(|args| args[0]["seq"].as_u64()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|args| args[0]["seq"].as_u64())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -38,12 +49,15 @@ fn survives_redis_restart() {
     fleet.connect("a", &n1.url(), 2, &["websocket"]);
     fleet.connect("b", &n2.url(), 2, &["websocket"]);
     wait_for(Duration::from_secs(10), "bus up", || {
-        (n1.metric("iogate_node_bus_up") == 1.0 && n2.metric("iogate_node_bus_up") == 1.0).then_some(())
+        (n1.metric("iogate_node_bus_up") == 1.0 && n2.metric("iogate_node_bus_up") == 1.0)
+            .then_some(())
     });
 
     // Baseline: cross-node works.
     fleet.emit("a#0", "chat:message", json!([{"seq": 0}]));
-    wait_for(Duration::from_secs(5), "baseline delivery", || (seqs(&mut fleet, "b#0") == vec![0]).then_some(()));
+    wait_for(Duration::from_secs(5), "baseline delivery", || {
+        (seqs(&mut fleet, "b#0") == vec![0]).then_some(())
+    });
     let dropped_before = dropped(&n1);
 
     // Redis goes away.
@@ -59,14 +73,30 @@ fn survives_redis_restart() {
     for seq in 1..=outage_msgs {
         fleet.emit("a#0", "chat:message", json!([{"seq": seq}]));
     }
-    wait_for(Duration::from_secs(5), "local delivery during outage", || {
-        (seqs(&mut fleet, "a#1").len() as u64 == 1 + outage_msgs).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "local delivery during outage",
+        || (seqs(&mut fleet, "a#1").len() as u64 == 1 + outage_msgs).then_some(()),
+    );
     let t = Instant::now();
-    assert_eq!(fleet.emit_ack("a#1", "echo", json!(["alive"]), 1000), json!("alive"));
-    assert_eq!(fleet.emit_ack("b#1", "whoami", json!([]), 1000)["node"], json!("r2"));
-    assert!(t.elapsed() < Duration::from_secs(1), "acks took {:?}", t.elapsed());
-    assert_eq!(seqs(&mut fleet, "b#0"), vec![0], "no cross-node delivery while Redis is down");
+    assert_eq!(
+        fleet.emit_ack("a#1", "echo", json!(["alive"]), 1000),
+        json!("alive")
+    );
+    assert_eq!(
+        fleet.emit_ack("b#1", "whoami", json!([]), 1000)["node"],
+        json!("r2")
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "acks took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        seqs(&mut fleet, "b#0"),
+        vec![0],
+        "no cross-node delivery while Redis is down"
+    );
 
     // Redis comes back on the same port; keep sending until a message crosses.
     redis.restart();
@@ -79,7 +109,10 @@ fn survives_redis_restart() {
         if seqs(&mut fleet, "b#0").len() > 1 {
             break back.elapsed();
         }
-        assert!(back.elapsed() < Duration::from_secs(5), "no cross-node delivery 5 s after Redis came back");
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "no cross-node delivery 5 s after Redis came back"
+        );
     };
     let sent_after_kill = seq; // seqs 1..=seq
     // Let in-flight messages land, then account.
@@ -92,9 +125,18 @@ fn survives_redis_restart() {
         "redis restart: first cross-node delivery {recovered:?} after restart; \
          sent {sent_after_kill} during outage+recovery, lost {lost}, counted dropped {counted}"
     );
-    assert!(recovered < Duration::from_secs(2), "recovery took {recovered:?}");
-    assert!(counted >= outage_msgs, "every outage message must be counted ({counted})");
-    assert_eq!(counted, lost, "every lost cross-node message is counted, and only those");
+    assert!(
+        recovered < Duration::from_secs(2),
+        "recovery took {recovered:?}"
+    );
+    assert!(
+        counted >= outage_msgs,
+        "every outage message must be counted ({counted})"
+    );
+    assert_eq!(
+        counted, lost,
+        "every lost cross-node message is counted, and only those"
+    );
     // Every node's clients got every local message exactly once.
     let a1 = seqs(&mut fleet, "a#1");
     let mut dedup = a1.clone();
@@ -134,5 +176,7 @@ fn starts_while_redis_is_down_and_joins_later() {
         (bus_state(&n1) == "up" && bus_state(&n2) == "up").then_some(())
     });
     fleet.emit("a#0", "chat:message", json!([{"seq": 7}]));
-    wait_for(Duration::from_secs(5), "cross-node delivery", || (seqs(&mut fleet, "b#0") == vec![7]).then_some(()));
+    wait_for(Duration::from_secs(5), "cross-node delivery", || {
+        (seqs(&mut fleet, "b#0") == vec![7]).then_some(())
+    });
 }

@@ -348,6 +348,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
     struct Inner {
         url: String,
         #[serde(default)]

@@ -68,7 +68,11 @@ pub fn gauge_vec(
 }
 
 /// Register a latency histogram in seconds with [`LATENCY_BUCKETS`].
-pub fn seconds_histogram(reg: &Registry, name: &str, help: &str) -> Result<Histogram, MetricsError> {
+pub fn seconds_histogram(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+) -> Result<Histogram, MetricsError> {
     check(name);
     debug_assert!(name.ends_with("_seconds"));
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))?;

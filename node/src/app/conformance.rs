@@ -38,35 +38,44 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<rmpv::Value>, ctx: 
     let _ = socket.emit("auth", &auth);
 
     let c = ctx.clone();
-    socket.on("message", move |s: SocketRef<A>, Data(args): Data<AllArgs>| {
-        let start = Instant::now();
-        let _ = s.emit("message-back", &args);
-        c.observe("message", start);
-        ready(())
-    });
+    socket.on(
+        "message",
+        move |s: SocketRef<A>, Data(args): Data<AllArgs>| {
+            let start = Instant::now();
+            let _ = s.emit("message-back", &args);
+            c.observe("message", start);
+            ready(())
+        },
+    );
 
     let c = ctx.clone();
-    socket.on("message-with-ack", move |Data(args): Data<AllArgs>, ack: AckSender<A>| {
-        let start = Instant::now();
-        let _ = ack.send(&args);
-        c.observe("message-with-ack", start);
-        ready(())
-    });
+    socket.on(
+        "message-with-ack",
+        move |Data(args): Data<AllArgs>, ack: AckSender<A>| {
+            let start = Instant::now();
+            let _ = ack.send(&args);
+            c.observe("message-with-ack", start);
+            ready(())
+        },
+    );
 
     let c = ctx;
-    socket.on("emit-with-ack", move |s: SocketRef<A>, Data(args): Data<AllArgs>| {
-        let c = c.clone();
-        async move {
-            let start = Instant::now();
-            match s.emit_with_ack::<_, AllArgs>("emit-with-ack", &args) {
-                Ok(ack) => {
-                    if let Ok(reply) = ack.await {
-                        let _ = s.emit("emit-with-ack", &reply);
+    socket.on(
+        "emit-with-ack",
+        move |s: SocketRef<A>, Data(args): Data<AllArgs>| {
+            let c = c.clone();
+            async move {
+                let start = Instant::now();
+                match s.emit_with_ack::<_, AllArgs>("emit-with-ack", &args) {
+                    Ok(ack) => {
+                        if let Ok(reply) = ack.await {
+                            let _ = s.emit("emit-with-ack", &reply);
+                        }
                     }
+                    Err(e) => tracing::debug!(error = %e, "emit-with-ack failed"),
                 }
-                Err(e) => tracing::debug!(error = %e, "emit-with-ack failed"),
+                c.observe("other", start);
             }
-            c.observe("other", start);
-        }
-    });
+        },
+    );
 }

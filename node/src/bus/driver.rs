@@ -65,11 +65,19 @@ pub(crate) struct PeerWindow {
 impl PeerWindow {
     /// Record `receivers` for a publish at `now`; returns how many recently seen subscribers
     /// did not receive it.
-    pub(crate) fn observe(slot: &mut Option<PeerWindow>, receivers: u64, now: Instant, window: Duration) -> u64 {
+    pub(crate) fn observe(
+        slot: &mut Option<PeerWindow>,
+        receivers: u64,
+        now: Instant,
+        window: Duration,
+    ) -> u64 {
         match slot {
             Some(w) if receivers < w.max && now.duration_since(w.at) <= window => w.max - receivers,
             _ => {
-                *slot = Some(PeerWindow { max: receivers, at: now });
+                *slot = Some(PeerWindow {
+                    max: receivers,
+                    at: now,
+                });
                 0
             }
         }
@@ -106,7 +114,8 @@ impl Shared {
         let missed = match self.peers.lock() {
             Ok(mut peers) => {
                 let mut slot = peers.get(chan).copied();
-                let missed = PeerWindow::observe(&mut slot, receivers, Instant::now(), self.peer_window);
+                let missed =
+                    PeerWindow::observe(&mut slot, receivers, Instant::now(), self.peer_window);
                 if let Some(w) = slot {
                     peers.insert(chan.to_string(), w);
                 }
@@ -115,7 +124,10 @@ impl Shared {
             Err(_) => 0,
         };
         if missed > 0 {
-            self.count_drop("unreached", &format_args!("{missed} node(s) not subscribed"));
+            self.count_drop(
+                "unreached",
+                &format_args!("{missed} node(s) not subscribed"),
+            );
         }
     }
 
@@ -176,7 +188,11 @@ async fn dispatch(mut rx: broadcast::Receiver<Message>, shared: Arc<Shared>) {
                 shared.metrics.bus_received.inc();
                 let chan = msg.channel.to_string();
                 let Some(data) = msg.value.into_owned_bytes() else {
-                    shared.metrics.bus_dropped.with_label_values(&["error"]).inc();
+                    shared
+                        .metrics
+                        .bus_dropped
+                        .with_label_values(&["error"])
+                        .inc();
                     continue;
                 };
                 let tx = shared
@@ -188,7 +204,11 @@ async fn dispatch(mut rx: broadcast::Receiver<Message>, shared: Arc<Shared>) {
                 match tx.try_send((chan, data)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        shared.metrics.bus_dropped.with_label_values(&["queue_full"]).inc();
+                        shared
+                            .metrics
+                            .bus_dropped
+                            .with_label_values(&["queue_full"])
+                            .inc();
                         tracing::debug!("bus inbound queue full, message dropped");
                     }
                     Err(mpsc::error::TrySendError::Closed((chan, _))) => {
@@ -204,7 +224,10 @@ async fn dispatch(mut rx: broadcast::Receiver<Message>, shared: Arc<Shared>) {
                     .bus_dropped
                     .with_label_values(&["lagged"])
                     .inc_by(n);
-                tracing::warn!(skipped = n, "bus dispatcher lagged behind fred; messages dropped");
+                tracing::warn!(
+                    skipped = n,
+                    "bus dispatcher lagged behind fred; messages dropped"
+                );
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -299,10 +322,22 @@ mod tests {
         let t0 = Instant::now();
         let mut slot = None;
         assert_eq!(PeerWindow::observe(&mut slot, 3, t0, w), 0);
-        assert_eq!(PeerWindow::observe(&mut slot, 1, t0 + Duration::from_secs(1), w), 2);
-        assert_eq!(PeerWindow::observe(&mut slot, 3, t0 + Duration::from_secs(2), w), 0);
+        assert_eq!(
+            PeerWindow::observe(&mut slot, 1, t0 + Duration::from_secs(1), w),
+            2
+        );
+        assert_eq!(
+            PeerWindow::observe(&mut slot, 3, t0 + Duration::from_secs(2), w),
+            0
+        );
         // After the window a smaller cluster is the new normal.
-        assert_eq!(PeerWindow::observe(&mut slot, 2, t0 + Duration::from_secs(13), w), 0);
-        assert_eq!(PeerWindow::observe(&mut slot, 2, t0 + Duration::from_secs(14), w), 0);
+        assert_eq!(
+            PeerWindow::observe(&mut slot, 2, t0 + Duration::from_secs(13), w),
+            0
+        );
+        assert_eq!(
+            PeerWindow::observe(&mut slot, 2, t0 + Duration::from_secs(14), w),
+            0
+        );
     }
 }

@@ -67,7 +67,9 @@ async fn run(shared: Arc<Shared>, down_after: Duration, mut shutdown: watch::Rec
             lost(&shared);
         } else if !connected
             && state == BusState::Reconnecting
-            && status.outage_since().is_some_and(|t| t.elapsed() >= down_after)
+            && status
+                .outage_since()
+                .is_some_and(|t| t.elapsed() >= down_after)
         {
             tracing::error!(
                 after = ?down_after,
@@ -86,8 +88,11 @@ async fn run(shared: Arc<Shared>, down_after: Duration, mut shutdown: watch::Rec
 async fn restore(shared: &Shared) -> bool {
     let channels = shared.tracked_channels();
     for chan in &channels {
-        match tokio::time::timeout(shared.command_timeout, shared.client.ssubscribe(chan.as_str()))
-            .await
+        match tokio::time::timeout(
+            shared.command_timeout,
+            shared.client.ssubscribe(chan.as_str()),
+        )
+        .await
         {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -123,7 +128,10 @@ fn came_back(shared: &Shared, ever_up: bool) {
             "Redis bus is back: subscriptions restored"
         );
     } else {
-        tracing::info!(channels = shared.tracked_channels().len(), "Redis bus is up");
+        tracing::info!(
+            channels = shared.tracked_channels().len(),
+            "Redis bus is up"
+        );
     }
 }
 

@@ -127,7 +127,11 @@ impl Redis {
 
     /// Start again on the same port.
     pub fn restart(&mut self) {
-        assert!(self.spawn(), "redis-server restart on port {} failed", self.port);
+        assert!(
+            self.spawn(),
+            "redis-server restart on port {} failed",
+            self.port
+        );
     }
 }
 
@@ -146,15 +150,13 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let nodes: Vec<Redis> = (0..3)
             .map(|_| {
-                Redis::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "2000",
-                ])
+                Redis::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
             })
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -177,7 +179,10 @@ impl RedisCluster {
     }
 
     pub fn seeds(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect()
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
     }
 }
 
@@ -208,12 +213,16 @@ impl Node {
             f
         });
         let mut cmd = Command::new(node_bin());
-        cmd.args(["--listen", "127.0.0.1:0", "--node-id", id]).args(args);
+        cmd.args(["--listen", "127.0.0.1:0", "--node-id", id])
+            .args(args);
         if let Some(f) = &config {
             cmd.arg("--config").arg(f.path());
         }
         let mut child = cmd
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -240,7 +249,9 @@ impl Node {
             _config: config,
         };
         wait_for(Duration::from_secs(20), "node /readyz", || {
-            http_get(port, "/readyz").filter(|(s, _)| *s == 200).map(|_| ())
+            http_get(port, "/readyz")
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
         });
         node
     }
@@ -288,7 +299,11 @@ impl Drop for Node {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -345,7 +360,10 @@ impl Fleet {
     /// Send a command and wait for its reply (panics on error replies).
     pub fn cmd(&mut self, mut msg: Value) -> Value {
         let r = self.try_cmd(&mut msg, Duration::from_secs(30));
-        assert!(r["ok"].as_bool() == Some(true), "fleet command {msg} failed: {r}");
+        assert!(
+            r["ok"].as_bool() == Some(true),
+            "fleet command {msg} failed: {r}"
+        );
         r
     }
 
@@ -370,8 +388,10 @@ impl Fleet {
 
     /// Connect `count` clients named `name#i` to `url`.
     pub fn connect(&mut self, name: &str, url: &str, count: usize, transports: &[&str]) -> Value {
-        self.cmd(json!({"cmd": "connect", "name": name, "url": url, "count": count,
-                        "transports": transports}))
+        self.cmd(
+            json!({"cmd": "connect", "name": name, "url": url, "count": count,
+                        "transports": transports}),
+        )
     }
 
     pub fn emit(&mut self, client: &str, event: &str, args: Value) {
@@ -379,8 +399,10 @@ impl Fleet {
     }
 
     pub fn emit_ack(&mut self, client: &str, event: &str, args: Value, timeout_ms: u64) -> Value {
-        let r = self.cmd(json!({"cmd": "emit", "client": client, "event": event, "args": args,
-                                "ack": true, "timeoutMs": timeout_ms}));
+        let r = self.cmd(
+            json!({"cmd": "emit", "client": client, "event": event, "args": args,
+                                "ack": true, "timeoutMs": timeout_ms}),
+        );
         r["ack"].clone()
     }
 
@@ -422,6 +444,9 @@ pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
