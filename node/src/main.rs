@@ -61,7 +61,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    telemetry::init(cli.log_format, "info");
+    // fred logs every connection error at warn; the bus supervisor reports outages itself.
+    telemetry::init(cli.log_format, "info,fred=error");
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

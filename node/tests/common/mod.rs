@@ -221,7 +221,7 @@ impl Node {
         let mut child = cmd
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,fred=error".into()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

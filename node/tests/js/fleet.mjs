@@ -8,6 +8,8 @@
 //           {"id":N,"cmd":"clear"}
 //           {"id":N,"cmd":"status"}                          -> connected/disconnect reasons
 //           {"id":N,"cmd":"close","prefix":"a"}
+// "connect" also takes "autoAck": true (answer server acks with the same arguments) and "path"
+// (namespace appended to the url, e.g. "/custom").
 // Replies: {"id":N,"ok":true,...} or {"id":N,"ok":false,"error":"..."}.
 import { io } from "socket.io-client";
 import readline from "node:readline";
@@ -33,7 +35,12 @@ function connectOne(name, c) {
     });
     const rec = { socket, events: [], disconnects: [], connects: 0 };
     clients.set(name, rec);
-    socket.onAny((event, ...args) => rec.events.push({ event, args, t: Date.now() }));
+    socket.onAny((event, ...args) => {
+      // With autoAck, a server emit that expects an ack is answered with its own arguments.
+      const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;
+      if (cb && c.autoAck) cb(...args);
+      rec.events.push({ event, args, t: Date.now() });
+    });
     socket.on("disconnect", (reason) => rec.disconnects.push({ reason, t: Date.now() }));
     let settled = false;
     socket.on("connect", () => {
