@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d node/tests/js/node_modules/socket.io-client ]; then
-  echo "==> npm ci (node/tests/js)"
-  npm ci --prefix node/tests/js --no-audit --no-fund
+if [ ! -d testkit/js/node_modules/socket.io-client ]; then
+  echo "==> npm ci (testkit/js)"
+  npm ci --prefix testkit/js --no-audit --no-fund
 fi
 
 echo "==> cargo fmt --check"

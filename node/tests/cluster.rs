@@ -1,12 +1,10 @@
 //! Three iogate-node processes on one real redis-server, driven by the official
 //! socket.io-client over both transports.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Fleet, Node, Redis, wait_for};
+use iogate_testkit::{Fleet, Node, Redis, wait_for};
 use serde_json::{Value, json};
 
 fn cluster(redis: &Redis) -> Vec<Node> {
@@ -237,14 +235,14 @@ fn malformed_input_closes_only_that_client() {
         .and_then(|s| s.split('"').next())
         .expect("sid")
         .to_string();
-    let resp = common::http_post(
+    let resp = iogate_testkit::http_post(
         node.port,
         &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"),
         "4{garbage",
     );
     assert!(resp.is_some());
     let oversized = "4".repeat(2_000_000);
-    let _ = common::http_post(
+    let _ = iogate_testkit::http_post(
         node.port,
         "/socket.io/?EIO=4&transport=polling&sid=unknown",
         &oversized,

@@ -1,8 +1,6 @@
 //! `iogate-node --check`: exit 0 for a valid file, non-zero with file:line:column and field for
 //! each problem.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +11,7 @@ fn check(yaml: &str) -> (i32, String, tempfile::NamedTempFile) {
         .tempfile()
         .expect("temp");
     f.write_all(yaml.as_bytes()).expect("write");
-    let out = Command::new(common::node_bin())
+    let out = Command::new(iogate_testkit::node_bin())
         .arg("--check")
         .arg("--config")
         .arg(f.path())
@@ -30,7 +28,7 @@ fn check(yaml: &str) -> (i32, String, tempfile::NamedTempFile) {
 #[test]
 fn shipped_example_config_is_valid() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/node.yaml");
-    let out = Command::new(common::node_bin())
+    let out = Command::new(iogate_testkit::node_bin())
         .arg("--check")
         .arg("--config")
         .arg(&example)

@@ -1,11 +1,9 @@
 //! The conformance profile answers like the socket.io-protocol test-suite server, on `/` and
 //! `/custom`, checked with the official socket.io-client.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fleet, Node, wait_for};
+use iogate_testkit::{Fleet, Node, wait_for};
 use serde_json::json;
 
 #[test]

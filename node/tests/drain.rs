@@ -1,11 +1,9 @@
 //! SIGTERM drains: `/readyz` turns 503 at once, clients are cut at the configured rate with a
 //! reason socket.io-client reconnects on, and the process exits 0.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Fleet, Node, wait_for};
+use iogate_testkit::{Fleet, Node, wait_for};
 use serde_json::json;
 
 const CLIENTS: usize = 200;

@@ -1,10 +1,8 @@
 //! Cross-node broadcast and rooms through a real 3-master Redis Cluster (sharded pub/sub).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fleet, Node, RedisCluster, wait_for};
+use iogate_testkit::{Fleet, Node, RedisCluster, wait_for};
 use serde_json::json;
 
 #[test]

@@ -2,11 +2,9 @@
 //! resumes by itself within 2 s, and every cross-node message that could not be published is
 //! counted in `iogate_node_bus_dropped_total`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Fleet, Node, Redis, wait_for};
+use iogate_testkit::{Fleet, Node, Redis, wait_for};
 use serde_json::{Value, json};
 
 fn dropped(n: &Node) -> f64 {
@@ -161,7 +159,7 @@ fn survives_redis_restart() {
 
 #[test]
 fn starts_while_redis_is_down_and_joins_later() {
-    let port = common::free_port();
+    let port = iogate_testkit::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let n1 = Node::start("late1", &["--redis-url", &url]);
     let n2 = Node::start("late2", &["--redis-url", &url]);

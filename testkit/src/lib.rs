@@ -1,7 +1,7 @@
-//! Test harness: real `redis-server` processes (standalone and a 3-master cluster), real
-//! `iogate-node` processes and a fleet of official socket.io-client sockets (fleet.mjs), all on
-//! free ports, all killed on drop. Readiness is polled, never slept for.
-#![allow(dead_code)]
+//! Test harness shared by the iogate crates: real `redis-server` processes (standalone and a
+//! 3-master cluster), real `iogate-node` / `iogate-lb` processes and a fleet of official
+//! socket.io-client sockets (`js/fleet.mjs`), all on free ports, all killed on drop. Readiness
+//! is polled, never slept for.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -186,9 +186,33 @@ impl RedisCluster {
     }
 }
 
-/// Path of the built `iogate-node` binary.
+/// Path of a workspace binary (`iogate-node`, `iogate-lb`) next to the running test, built with
+/// `cargo build -p NAME` first if it is not there (e.g. `cargo test -p iogate-lb` alone).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(Path::to_path_buf)
+        .expect("target dir");
+    let path = dir.join(name);
+    if !path.exists() {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", name]);
+        if release {
+            cmd.arg("--release");
+        }
+        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok && path.exists(), "could not build {name}");
+    }
+    path
+}
+
+/// Path of the `iogate-node` binary.
 pub fn node_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_iogate-node"))
+    bin("iogate-node")
 }
 
 /// A running `iogate-node`.
@@ -312,12 +336,12 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Directory of the JavaScript test clients.
+/// Directory of the JavaScript test clients (`testkit/js`).
 pub fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
 }
 
-/// Official socket.io-client sockets in one Node.js process (tests/js/fleet.mjs).
+/// Official socket.io-client sockets in one Node.js process (testkit/js/fleet.mjs).
 pub struct Fleet {
     child: Child,
     stdin: ChildStdin,

@@ -1,0 +1,494 @@
+//! The load balancer's configuration: the YAML schema (`config/lb.yaml` documents every field),
+//! defaults, validation, and the quick command-line form (`--listen`, `--upstream`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use iogate_shared::config::{self, ConfigError, Problems, Validate};
+use serde::{Deserialize, Serialize};
+
+/// Top-level LB configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LbConfig {
+    /// Client-facing listeners (plain HTTP/1.1 + WebSocket; TLS comes later).
+    pub listeners: Vec<Listener>,
+    /// The admin API (metrics, backends, drain).
+    pub admin: AdminConfig,
+    /// The backends.
+    pub upstreams: Vec<Upstream>,
+    /// How a new session picks a backend.
+    pub balancing: Balancing,
+    /// How later requests of a session find its backend.
+    pub stickiness: Stickiness,
+    /// Engine.IO awareness.
+    pub engineio: EngineIo,
+    /// Active and passive health checks.
+    pub health: Health,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Limits.
+    pub limits: Limits,
+    /// Shutdown.
+    pub shutdown: Shutdown,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+}
+
+impl Default for LbConfig {
+    fn default() -> Self {
+        Self {
+            listeners: vec![Listener {
+                address: "0.0.0.0:8080".into(),
+            }],
+            admin: AdminConfig::default(),
+            upstreams: Vec::new(),
+            balancing: Balancing::default(),
+            stickiness: Stickiness::default(),
+            engineio: EngineIo::default(),
+            health: Health::default(),
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            shutdown: Shutdown::default(),
+            threads: 2,
+        }
+    }
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `IP:port`.
+    pub address: String,
+}
+
+/// Admin API listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `IP:port` (loopback by default).
+    pub listen: String,
+    /// When set, every admin request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9100".into(),
+            token: None,
+        }
+    }
+}
+
+/// One backend.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Stable id (metrics label, cookie value, admin API); default: the address.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `IP:port`.
+    pub address: String,
+    /// Relative capacity (least-connections divides live sessions by it; hashing weights by it).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Upstream {
+    /// The id, defaulting to the address.
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.address)
+    }
+}
+
+/// Balancing policy for new sessions.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Fewest live sessions per unit of weight; ties rotate.
+    #[default]
+    LeastConn,
+    /// Rotate over ready backends.
+    RoundRobin,
+    /// Ketama consistent hashing of `balancing.key`.
+    Hash,
+}
+
+/// `balancing` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Balancing {
+    /// The policy.
+    pub policy: Policy,
+    /// For `hash`: `query:<name>`, `header:<name>`, `cookie:<name>` or `client_ip`.
+    pub key: Option<String>,
+}
+
+/// What the hash policy hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A query parameter.
+    Query(String),
+    /// A request header.
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// The client address.
+    ClientIp,
+}
+
+impl HashKey {
+    /// Parse `query:x`, `header:x`, `cookie:x`, `client_ip`.
+    pub fn parse(s: &str) -> Option<HashKey> {
+        if s == "client_ip" {
+            return Some(HashKey::ClientIp);
+        }
+        let (kind, name) = s.split_once(':')?;
+        if name.is_empty() {
+            return None;
+        }
+        match kind {
+            "query" => Some(HashKey::Query(name.into())),
+            "header" => Some(HashKey::Header(name.to_ascii_lowercase())),
+            "cookie" => Some(HashKey::Cookie(name.into())),
+            _ => None,
+        }
+    }
+}
+
+/// Session stickiness mode.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StickyMode {
+    /// Learn sid → backend from handshake responses.
+    #[default]
+    Sid,
+    /// A cookie naming the backend id (for several LB replicas); the sid table is kept too.
+    Cookie,
+    /// No stickiness (only safe with WebSocket-only clients).
+    None,
+}
+
+/// `stickiness` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stickiness {
+    /// The mode.
+    pub mode: StickyMode,
+    /// Cookie name in `cookie` mode.
+    pub cookie_name: String,
+}
+
+impl Default for Stickiness {
+    fn default() -> Self {
+        Self {
+            mode: StickyMode::Sid,
+            cookie_name: "iogate_backend".into(),
+        }
+    }
+}
+
+/// `engineio` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineIo {
+    /// Engine.IO path prefix.
+    pub path: String,
+    /// Most sessions the sid table holds; new handshakes beyond it get 503.
+    pub sid_table_max: usize,
+    /// Added to pingInterval + pingTimeout (from the open packet) before an idle sid expires.
+    #[serde(with = "humantime_serde")]
+    pub idle_margin: Duration,
+}
+
+impl Default for EngineIo {
+    fn default() -> Self {
+        Self {
+            path: "/socket.io".into(),
+            sid_table_max: 1_000_000,
+            idle_margin: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `health` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Active HTTP check; `enabled: false` treats backends as up until passive checks fail.
+    pub active: ActiveHealth,
+    /// Passive check on connect failures.
+    pub passive: PassiveHealth,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            active: ActiveHealth::default(),
+            passive: PassiveHealth::default(),
+        }
+    }
+}
+
+/// Active HTTP health check.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveHealth {
+    /// Whether to run it.
+    pub enabled: bool,
+    /// GET path; 2xx is healthy.
+    pub path: String,
+    /// Time between checks.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Bound on one check.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passes to turn up.
+    pub rise: u32,
+    /// Consecutive failures to turn down.
+    pub fall: u32,
+}
+
+impl Default for ActiveHealth {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/readyz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(1000),
+            rise: 1,
+            fall: 2,
+        }
+    }
+}
+
+/// Passive health: consecutive connect failures take a backend out for a cool-down.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    /// Consecutive connect failures before the backend is taken out (0 = off).
+    pub failures: u32,
+    /// How long it stays out.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            failures: 1,
+            cooldown: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `timeouts` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP connect to a backend.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// An open WebSocket with no traffic either way is closed after this (keep it above
+    /// pingInterval + pingTimeout).
+    #[serde(with = "humantime_serde")]
+    pub websocket_idle: Duration,
+    /// One polling request (long-polls are held by the backend up to pingInterval).
+    #[serde(with = "humantime_serde")]
+    pub polling_request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            websocket_idle: Duration::from_secs(600),
+            polling_request: Duration::from_secs(90),
+        }
+    }
+}
+
+/// `limits` section. 0 means "no limit" for the counts and rates.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent client requests + WebSockets in total.
+    pub max_connections: usize,
+    /// Concurrent client requests + WebSockets per client IP.
+    pub max_connections_per_ip: usize,
+    /// New Engine.IO sessions per second (token bucket refill); over it: 503 + Retry-After.
+    pub new_sessions_per_second: u32,
+    /// Token bucket size for new sessions.
+    pub new_sessions_burst: u32,
+    /// Largest request body (polling POST) in bytes; over it: 413.
+    pub max_body_bytes: usize,
+    /// Largest request head (request line + headers) in bytes; over it: 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            new_sessions_per_second: 0,
+            new_sessions_burst: 0,
+            max_body_bytes: 1_100_000,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// `shutdown` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// On SIGTERM, how long live sessions may continue before they are closed.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+fn is_addr(s: &str) -> bool {
+    s.parse::<SocketAddr>().is_ok()
+}
+
+impl Validate for LbConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.listeners.is_empty() {
+            p.push("listeners", "needs at least one listener");
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !is_addr(&l.address) {
+                p.push(format!("listeners[{i}].address"), format!("`{}` is not IP:port", l.address));
+            }
+        }
+        if !is_addr(&self.admin.listen) {
+            p.push("admin.listen", format!("`{}` is not IP:port", self.admin.listen));
+        }
+        if self.admin.token.as_deref() == Some("") {
+            p.push("admin.token", "must not be empty (remove it to disable auth)");
+        }
+        let mut ids = HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if !is_addr(&u.address) {
+                p.push(format!("upstreams[{i}].address"), format!("`{}` is not IP:port", u.address));
+            }
+            if u.weight == 0 || u.weight > 1000 {
+                p.push(format!("upstreams[{i}].weight"), "must be 1..=1000");
+            }
+            let id = u.id();
+            if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_graphic() && c != ';' && c != ',') {
+                p.push(format!("upstreams[{i}].id"), "must be 1-64 printable characters without `;` or `,`");
+            }
+            if !ids.insert(id.to_string()) {
+                p.push(format!("upstreams[{i}].id"), format!("duplicate id `{id}`"));
+            }
+        }
+        match (self.balancing.policy, &self.balancing.key) {
+            (Policy::Hash, None) => p.push("balancing.key", "the hash policy needs a key (query:NAME, header:NAME, cookie:NAME or client_ip)"),
+            (Policy::Hash, Some(k)) if HashKey::parse(k).is_none() => {
+                p.push("balancing.key", format!("`{k}` is not query:NAME, header:NAME, cookie:NAME or client_ip"))
+            }
+            (Policy::LeastConn | Policy::RoundRobin, Some(_)) => {
+                p.push("balancing.key", "only the hash policy takes a key")
+            }
+            _ => {}
+        }
+        let c = &self.stickiness.cookie_name;
+        if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+            p.push("stickiness.cookie_name", "must be letters, digits, `_` or `-`");
+        }
+        if !self.engineio.path.starts_with('/') || self.engineio.path.len() < 2 {
+            p.push("engineio.path", "must start with `/` and not be `/` alone");
+        }
+        if self.engineio.sid_table_max == 0 {
+            p.push("engineio.sid_table_max", "must be at least 1");
+        }
+        let a = &self.health.active;
+        if !a.path.starts_with('/') {
+            p.push("health.active.path", "must start with `/`");
+        }
+        for (name, d) in [
+            ("health.active.interval", a.interval),
+            ("health.active.timeout", a.timeout),
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.websocket_idle", self.timeouts.websocket_idle),
+            ("timeouts.polling_request", self.timeouts.polling_request),
+        ] {
+            if d.is_zero() {
+                p.push(name, "must be greater than 0");
+            }
+        }
+        if a.rise == 0 {
+            p.push("health.active.rise", "must be at least 1");
+        }
+        if a.fall == 0 {
+            p.push("health.active.fall", "must be at least 1");
+        }
+        if self.timeouts.websocket_idle < Duration::from_secs(60) {
+            p.push("timeouts.websocket_idle", "must be at least 60s (above pingInterval + pingTimeout)");
+        }
+        let l = &self.limits;
+        if l.new_sessions_per_second > 0 && l.new_sessions_burst == 0 {
+            p.push("limits.new_sessions_burst", "must be at least 1 when new_sessions_per_second is set");
+        }
+        if l.max_body_bytes < 1024 {
+            p.push("limits.max_body_bytes", "must be at least 1024");
+        }
+        if l.max_header_bytes < 1024 {
+            p.push("limits.max_header_bytes", "must be at least 1024");
+        }
+        if self.threads == 0 || self.threads > 256 {
+            p.push("threads", "must be 1..=256");
+        }
+    }
+}
+
+impl LbConfig {
+    /// Load and validate a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        config::load_file(path)
+    }
+
+    /// The quick form: `--listen ADDR --upstream ADDR... [--admin ADDR]`.
+    pub fn quick(listen: &str, upstreams: &[String], admin: Option<&str>) -> Result<Self, ConfigError> {
+        let mut cfg = LbConfig {
+            listeners: vec![Listener {
+                address: listen.to_string(),
+            }],
+            upstreams: upstreams
+                .iter()
+                .map(|a| Upstream {
+                    id: None,
+                    address: a.clone(),
+                    weight: 1,
+                })
+                .collect(),
+            ..LbConfig::default()
+        };
+        if let Some(a) = admin {
+            cfg.admin.listen = a.to_string();
+        }
+        let mut problems = Problems::default();
+        cfg.validate(&mut problems);
+        config::problems_to_error(problems, "", Path::new("<command line>"))?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,125 @@
+//! Just enough Engine.IO to route: classify a request (path, `sid`, `transport`) and read the
+//! open packet of a handshake response (`0{"sid":"…","pingInterval":…,"pingTimeout":…}`).
+
+use std::time::Duration;
+
+/// What the LB needs to know about one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EioRequest {
+    /// The request is on the Engine.IO path.
+    pub on_path: bool,
+    /// `sid` query parameter.
+    pub sid: Option<String>,
+    /// `transport=websocket`.
+    pub websocket: bool,
+}
+
+impl EioRequest {
+    /// Classify `path?query` against the Engine.IO path prefix.
+    pub fn classify(path: &str, query: Option<&str>, eio_path: &str) -> EioRequest {
+        let on_path = path
+            .strip_prefix(eio_path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if !on_path {
+            return EioRequest::default();
+        }
+        let mut r = EioRequest {
+            on_path,
+            ..EioRequest::default()
+        };
+        if let Some(q) = query {
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                match &*k {
+                    "sid" if !v.is_empty() => r.sid = Some(v.into_owned()),
+                    "transport" => r.websocket = v == "websocket",
+                    _ => {}
+                }
+            }
+        }
+        r
+    }
+
+    /// A request that starts a new session (Engine.IO handshake).
+    pub fn is_handshake(&self) -> bool {
+        self.on_path && self.sid.is_none()
+    }
+}
+
+/// The fields of an open packet the LB uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPacket {
+    /// The session id.
+    pub sid: String,
+    /// pingInterval + pingTimeout: how long a healthy client may stay silent.
+    pub heartbeat: Duration,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenJson {
+    sid: String,
+    #[serde(default)]
+    ping_interval: Option<u64>,
+    #[serde(default)]
+    ping_timeout: Option<u64>,
+}
+
+/// Parse the open packet at the start of a polling handshake body. Accepts Engine.IO v4
+/// (`0{…}`, packets separated by 0x1e) and v3 (`<len>:0{…}`).
+/// Returns `None` when the body does not (yet) hold a complete open packet.
+pub fn parse_open(body: &[u8]) -> Option<OpenPacket> {
+    let text = std::str::from_utf8(body).ok().or_else(|| {
+        // A partial UTF-8 sequence at a chunk boundary: parse what is valid.
+        std::str::from_utf8(&body[..body.iter().rposition(|b| *b == b'}')? + 1]).ok()
+    })?;
+    let start = text.find("0{")?;
+    let prefix = &text[..start];
+    if !(prefix.is_empty() || (prefix.ends_with(':') && prefix[..prefix.len() - 1].chars().all(|c| c.is_ascii_digit()))) {
+        return None;
+    }
+    let json_start = start + 1;
+    let rest = &text[json_start..];
+    let end = rest.find('\u{1e}').unwrap_or(rest.len());
+    let mut de = serde_json::Deserializer::from_str(&rest[..end]).into_iter::<OpenJson>();
+    let open = de.next()?.ok()?;
+    if open.sid.is_empty() {
+        return None;
+    }
+    let interval = open.ping_interval.unwrap_or(25_000);
+    let timeout = open.ping_timeout.unwrap_or(20_000);
+    Some(OpenPacket {
+        sid: open.sid,
+        heartbeat: Duration::from_millis(interval.saturating_add(timeout)),
+    })
+}
+
+/// The body an Engine.IO server answers for an unknown sid.
+pub const SESSION_UNKNOWN: &str = r#"{"code":1,"message":"Session ID unknown"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_requests() {
+        let r = EioRequest::classify("/socket.io/", Some("EIO=4&transport=polling&sid=abc"), "/socket.io");
+        assert_eq!(r, EioRequest { on_path: true, sid: Some("abc".into()), websocket: false });
+        let r = EioRequest::classify("/socket.io/", Some("EIO=4&transport=websocket"), "/socket.io");
+        assert!(r.is_handshake() && r.websocket);
+        assert!(!EioRequest::classify("/socket.iox/", None, "/socket.io").on_path);
+        assert!(!EioRequest::classify("/", None, "/socket.io").is_handshake());
+    }
+
+    #[test]
+    fn parse_open_packets() {
+        let v4 = br#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+        assert_eq!(parse_open(v4), Some(OpenPacket { sid: "abc".into(), heartbeat: Duration::from_secs(45) }));
+        let v4_two = "0{\"sid\":\"x\",\"pingInterval\":300,\"pingTimeout\":200}\u{1e}40";
+        assert_eq!(parse_open(v4_two.as_bytes()).map(|o| o.heartbeat), Some(Duration::from_millis(500)));
+        let v3 = br#"96:0{"sid":"v3","upgrades":[],"pingInterval":25000,"pingTimeout":5000}2:40"#;
+        assert_eq!(parse_open(v3).map(|o| o.sid), Some("v3".into()));
+        assert_eq!(parse_open(br#"0{"sid":"abc","pingInt"#), None);
+        assert_eq!(parse_open(b"garbage"), None);
+        assert_eq!(parse_open(br#"x0{"sid":"a"}"#), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! `iogate-lb`: the pingora front door of a Socket.IO cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use iogate_lb::admin::Admin;
+use iogate_lb::config::LbConfig;
+use iogate_lb::control::Control;
+use iogate_lb::metrics::LbMetrics;
+use iogate_lb::proxy::{Lb, Proxy};
+use iogate_shared::telemetry::{self, LogFormat};
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+
+/// Socket.IO-aware load balancer: sid stickiness, least-connections over live sessions,
+/// WebSockets, health checks, hot reload.
+#[derive(Debug, Parser)]
+#[command(name = "iogate-lb", version)]
+struct Cli {
+    /// YAML config file (see config/lb.yaml). Reloaded on SIGHUP and when it changes.
+    #[arg(long, short = 'c', env = "IOGATE_LB_CONFIG", conflicts_with_all = ["listen", "upstream"])]
+    config: Option<PathBuf>,
+    /// Quick start without a file: client listener address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Quick start without a file: a backend address (repeat; ids are the addresses).
+    #[arg(long)]
+    upstream: Vec<String>,
+    /// Admin API address (default 127.0.0.1:9100).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Take over the listeners of a running instance (zero-downtime binary upgrade; then send
+    /// SIGQUIT to the old process).
+    #[arg(long, short = 'u')]
+    upgrade: bool,
+    /// Unix socket used to hand listeners over during an upgrade.
+    #[arg(long, default_value = "/tmp/iogate-lb-upgrade.sock")]
+    upgrade_sock: String,
+    /// Pid file.
+    #[arg(long, default_value = "/tmp/iogate-lb.pid")]
+    pid_file: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match (&cli.config, &cli.listen) {
+        (Some(path), _) => LbConfig::load(path).map(|mut c| {
+            if let Some(a) = &cli.admin {
+                c.admin.listen = a.clone();
+            }
+            c
+        }),
+        (None, Some(listen)) => LbConfig::quick(listen, &cli.upstream, cli.admin.as_deref()),
+        (None, None) => {
+            eprintln!("iogate-lb needs --config FILE, or --listen ADDR --upstream ADDR [--upstream ADDR ...]");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(cli.log_format, "info");
+
+    let metrics = match LbMetrics::new(prometheus::default_registry()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(cfg.shutdown.grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: cli.upgrade_sock.clone(),
+        pid_file: cli.pid_file.clone(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let lb = Arc::new(Lb::new(cfg.clone(), metrics));
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, Proxy(lb.clone()), "iogate-lb proxy");
+    for l in &cfg.listeners {
+        proxy.add_tcp(&l.address);
+    }
+    let mut admin = Service::new("iogate-lb admin".to_string(), HttpServer::new_app(Admin(lb.clone())));
+    admin.add_tcp(&cfg.admin.listen);
+    let control = background_service(
+        "iogate-lb control",
+        Control {
+            lb,
+            config_path: cli.config.clone(),
+        },
+    );
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(control);
+    tracing::info!(
+        listeners = ?cfg.listeners.iter().map(|l| l.address.as_str()).collect::<Vec<_>>(),
+        admin = %cfg.admin.listen,
+        upstreams = cfg.upstreams.len(),
+        "iogate-lb starting"
+    );
+    server.run_forever();
+}

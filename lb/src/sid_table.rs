@@ -1,0 +1,207 @@
+//! The sid table: Engine.IO session id → the backend that minted it.
+//!
+//! Entries are learned from handshake responses (before their body reaches the client), touched
+//! by every request that names the sid, and removed when the session ends: its WebSocket closes
+//! (upgraded sessions are removed by their tunnel's guard), or no request names it for longer
+//! than pingInterval + pingTimeout (from the open packet) plus a margin. The table is bounded and
+//! sharded to keep lock hold times short.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backends::Backend;
+
+const SHARDS: usize = 32;
+
+#[derive(Debug)]
+struct Entry {
+    backend: Arc<Backend>,
+    last_seen: Instant,
+    ttl: Duration,
+    upgraded: bool,
+}
+
+/// Why an insert was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// The table holds `max` entries.
+    Full,
+}
+
+/// Bounded, sharded sid → backend map.
+#[derive(Debug)]
+pub struct SidTable {
+    shards: Vec<Mutex<HashMap<String, Entry>>>,
+    hasher: RandomState,
+    len: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl SidTable {
+    /// A table holding at most `max` sessions.
+    pub fn new(max: usize) -> SidTable {
+        SidTable {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            len: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+        }
+    }
+
+    /// Change the bound (reload); existing entries are kept.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    fn shard(&self, sid: &str) -> &Mutex<HashMap<String, Entry>> {
+        let i = (self.hasher.hash_one(sid) as usize) % SHARDS;
+        &self.shards[i]
+    }
+
+    /// Entries in the table.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a new session would fit.
+    pub fn has_room(&self) -> bool {
+        self.len() < self.max.load(Ordering::Relaxed)
+    }
+
+    /// Record a polling session minted by `backend`.
+    pub fn insert(&self, sid: &str, backend: Arc<Backend>, ttl: Duration) -> Result<(), InsertError> {
+        if !self.has_room() {
+            return Err(InsertError::Full);
+        }
+        let Ok(mut shard) = self.shard(sid).lock() else { return Err(InsertError::Full) };
+        backend.add_polling(1);
+        let old = shard.insert(
+            sid.to_string(),
+            Entry {
+                backend,
+                last_seen: Instant::now(),
+                ttl,
+                upgraded: false,
+            },
+        );
+        match old {
+            Some(e) if !e.upgraded => e.backend.add_polling(-1),
+            Some(_) => {}
+            None => {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend of `sid`, refreshing its idle timer.
+    pub fn lookup(&self, sid: &str) -> Option<Arc<Backend>> {
+        let mut shard = self.shard(sid).lock().ok()?;
+        let e = shard.get_mut(sid)?;
+        e.last_seen = Instant::now();
+        Some(e.backend.clone())
+    }
+
+    /// The session moved to a WebSocket tunnel: stop counting it as polling (the tunnel counts
+    /// it) and stop expiring it; [`remove`](Self::remove) runs when the tunnel ends.
+    pub fn mark_upgraded(&self, sid: &str) {
+        if let Ok(mut shard) = self.shard(sid).lock()
+            && let Some(e) = shard.get_mut(sid)
+            && !e.upgraded
+        {
+            e.upgraded = true;
+            e.backend.add_polling(-1);
+        }
+    }
+
+    /// Forget `sid`.
+    pub fn remove(&self, sid: &str) {
+        if let Ok(mut shard) = self.shard(sid).lock()
+            && let Some(e) = shard.remove(sid)
+        {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            if !e.upgraded {
+                e.backend.add_polling(-1);
+            }
+        }
+    }
+
+    /// Drop idle polling sessions; returns how many were removed.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let Ok(mut shard) = shard.lock() else { continue };
+            shard.retain(|_, e| {
+                let keep = e.upgraded || now.duration_since(e.last_seen) <= e.ttl;
+                if !keep {
+                    e.backend.add_polling(-1);
+                    n += 1;
+                }
+                keep
+            });
+        }
+        self.len.fetch_sub(n, Ordering::Relaxed);
+        n
+    }
+}
+
+/// Removes an upgraded session from the table when its WebSocket tunnel ends.
+#[derive(Debug)]
+pub struct UpgradedSid {
+    /// The table.
+    pub table: Arc<SidTable>,
+    /// The sid.
+    pub sid: String,
+}
+
+impl Drop for UpgradedSid {
+    fn drop(&mut self) {
+        self.table.remove(&self.sid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::Registry;
+    use crate::config::Upstream;
+
+    fn backend() -> Arc<Backend> {
+        let r = Registry::new(
+            &[Upstream {
+                id: Some("a".into()),
+                address: "127.0.0.1:1".into(),
+                weight: 1,
+            }],
+            true,
+        );
+        r.configured()[0].clone()
+    }
+
+    #[test]
+    fn insert_lookup_expire_and_bound() {
+        let b = backend();
+        let t = SidTable::new(2);
+        t.insert("s1", b.clone(), Duration::from_millis(50)).expect("room");
+        t.insert("s2", b.clone(), Duration::from_secs(60)).expect("room");
+        assert_eq!(t.insert("s3", b.clone(), Duration::from_secs(1)), Err(InsertError::Full));
+        assert_eq!(b.polling(), 2);
+        assert!(t.lookup("s1").is_some());
+        assert_eq!(t.expire(Instant::now() + Duration::from_millis(100)), 1);
+        assert!(t.lookup("s1").is_none());
+        assert_eq!(b.polling(), 1);
+        t.mark_upgraded("s2");
+        assert_eq!(b.polling(), 0);
+        assert_eq!(t.expire(Instant::now() + Duration::from_secs(3600)), 0);
+        t.remove("s2");
+        assert_eq!(t.len(), 0);
+    }
+}
