@@ -103,7 +103,10 @@ impl ServeHttp for Admin {
                 tracing::info!(backend = %id, action, "admin request");
                 json_reply(200, json!({"id": id, "state": b.state()}))
             }
-            _ => json_reply(404, json!({"error": "not found", "endpoints": ["GET /metrics", "GET /api/backends", "POST /api/backends/{id}/drain", "POST /api/backends/{id}/undrain"]})),
+            _ => json_reply(
+                404,
+                json!({"error": "not found", "endpoints": ["GET /metrics", "GET /api/backends", "POST /api/backends/{id}/drain", "POST /api/backends/{id}/undrain"]}),
+            ),
         }
     }
 }

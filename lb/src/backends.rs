@@ -53,7 +53,10 @@ impl Backend {
     fn new(u: &Upstream, healthy: bool) -> Backend {
         Backend {
             id: u.id().to_string(),
-            addr: u.address.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+            addr: u
+                .address
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             weight: AtomicU32::new(u.weight.max(1)),
             websockets: AtomicI64::new(0),
             polling: AtomicI64::new(0),
@@ -64,7 +67,11 @@ impl Backend {
             removed: AtomicBool::new(false),
             passive_failures: AtomicU32::new(0),
             down_until: Mutex::new(None),
-            last_health: Mutex::new(if healthy { "not checked".into() } else { "pending first check".into() }),
+            last_health: Mutex::new(if healthy {
+                "not checked".into()
+            } else {
+                "pending first check".into()
+            }),
         }
     }
 
@@ -126,11 +133,21 @@ impl Backend {
 
     /// Description of the last health result.
     pub fn last_health(&self) -> String {
-        self.last_health.lock().map(|g| g.clone()).unwrap_or_default()
+        self.last_health
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 
     /// Record an active check result; returns true when the up/down state changed.
-    pub fn record_check(&self, ok: bool, detail: String, rise: u32, fall: u32, streak: &mut i64) -> bool {
+    pub fn record_check(
+        &self,
+        ok: bool,
+        detail: String,
+        rise: u32,
+        fall: u32,
+        streak: &mut i64,
+    ) -> bool {
         if let Ok(mut g) = self.last_health.lock() {
             *g = detail;
         }
@@ -281,7 +298,10 @@ impl Registry {
         for u in upstreams {
             let keep = all
                 .get(u.id())
-                .filter(|b| b.addr.to_string() == u.address || u.address.parse::<SocketAddr>().ok() == Some(b.addr))
+                .filter(|b| {
+                    b.addr.to_string() == u.address
+                        || u.address.parse::<SocketAddr>().ok() == Some(b.addr)
+                })
                 .cloned();
             let b = match keep {
                 Some(b) => {
@@ -318,10 +338,14 @@ impl Registry {
     /// Forget removed backends that have no live session left; returns their ids.
     pub fn reap(&self) -> Vec<String> {
         let configured = self.configured();
-        let Ok(mut all) = self.all.lock() else { return Vec::new() };
+        let Ok(mut all) = self.all.lock() else {
+            return Vec::new();
+        };
         let gone: Vec<String> = all
             .iter()
-            .filter(|(_, b)| b.is_removed() && b.live() <= 0 && !configured.iter().any(|c| Arc::ptr_eq(c, b)))
+            .filter(|(_, b)| {
+                b.is_removed() && b.live() <= 0 && !configured.iter().any(|c| Arc::ptr_eq(c, b))
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in &gone {

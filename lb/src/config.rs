@@ -220,22 +220,13 @@ impl Default for EngineIo {
 }
 
 /// `health` section.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Health {
     /// Active HTTP check; `enabled: false` treats backends as up until passive checks fail.
     pub active: ActiveHealth,
     /// Passive check on connect failures.
     pub passive: PassiveHealth,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self {
-            active: ActiveHealth::default(),
-            passive: PassiveHealth::default(),
-        }
-    }
 }
 
 /// Active HTTP health check.
@@ -376,44 +367,75 @@ impl Validate for LbConfig {
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if !is_addr(&l.address) {
-                p.push(format!("listeners[{i}].address"), format!("`{}` is not IP:port", l.address));
+                p.push(
+                    format!("listeners[{i}].address"),
+                    format!("`{}` is not IP:port", l.address),
+                );
             }
         }
         if !is_addr(&self.admin.listen) {
-            p.push("admin.listen", format!("`{}` is not IP:port", self.admin.listen));
+            p.push(
+                "admin.listen",
+                format!("`{}` is not IP:port", self.admin.listen),
+            );
         }
         if self.admin.token.as_deref() == Some("") {
-            p.push("admin.token", "must not be empty (remove it to disable auth)");
+            p.push(
+                "admin.token",
+                "must not be empty (remove it to disable auth)",
+            );
         }
         let mut ids = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             if !is_addr(&u.address) {
-                p.push(format!("upstreams[{i}].address"), format!("`{}` is not IP:port", u.address));
+                p.push(
+                    format!("upstreams[{i}].address"),
+                    format!("`{}` is not IP:port", u.address),
+                );
             }
             if u.weight == 0 || u.weight > 1000 {
                 p.push(format!("upstreams[{i}].weight"), "must be 1..=1000");
             }
             let id = u.id();
-            if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_graphic() && c != ';' && c != ',') {
-                p.push(format!("upstreams[{i}].id"), "must be 1-64 printable characters without `;` or `,`");
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != ';' && c != ',')
+            {
+                p.push(
+                    format!("upstreams[{i}].id"),
+                    "must be 1-64 printable characters without `;` or `,`",
+                );
             }
             if !ids.insert(id.to_string()) {
                 p.push(format!("upstreams[{i}].id"), format!("duplicate id `{id}`"));
             }
         }
         match (self.balancing.policy, &self.balancing.key) {
-            (Policy::Hash, None) => p.push("balancing.key", "the hash policy needs a key (query:NAME, header:NAME, cookie:NAME or client_ip)"),
-            (Policy::Hash, Some(k)) if HashKey::parse(k).is_none() => {
-                p.push("balancing.key", format!("`{k}` is not query:NAME, header:NAME, cookie:NAME or client_ip"))
-            }
+            (Policy::Hash, None) => p.push(
+                "balancing.key",
+                "the hash policy needs a key (query:NAME, header:NAME, cookie:NAME or client_ip)",
+            ),
+            (Policy::Hash, Some(k)) if HashKey::parse(k).is_none() => p.push(
+                "balancing.key",
+                format!("`{k}` is not query:NAME, header:NAME, cookie:NAME or client_ip"),
+            ),
             (Policy::LeastConn | Policy::RoundRobin, Some(_)) => {
                 p.push("balancing.key", "only the hash policy takes a key")
             }
             _ => {}
         }
         let c = &self.stickiness.cookie_name;
-        if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-            p.push("stickiness.cookie_name", "must be letters, digits, `_` or `-`");
+        if c.is_empty()
+            || !c
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            p.push(
+                "stickiness.cookie_name",
+                "must be letters, digits, `_` or `-`",
+            );
         }
         if !self.engineio.path.starts_with('/') || self.engineio.path.len() < 2 {
             p.push("engineio.path", "must start with `/` and not be `/` alone");
@@ -443,11 +465,17 @@ impl Validate for LbConfig {
             p.push("health.active.fall", "must be at least 1");
         }
         if self.timeouts.websocket_idle < Duration::from_secs(60) {
-            p.push("timeouts.websocket_idle", "must be at least 60s (above pingInterval + pingTimeout)");
+            p.push(
+                "timeouts.websocket_idle",
+                "must be at least 60s (above pingInterval + pingTimeout)",
+            );
         }
         let l = &self.limits;
         if l.new_sessions_per_second > 0 && l.new_sessions_burst == 0 {
-            p.push("limits.new_sessions_burst", "must be at least 1 when new_sessions_per_second is set");
+            p.push(
+                "limits.new_sessions_burst",
+                "must be at least 1 when new_sessions_per_second is set",
+            );
         }
         if l.max_body_bytes < 1024 {
             p.push("limits.max_body_bytes", "must be at least 1024");
@@ -468,7 +496,11 @@ impl LbConfig {
     }
 
     /// The quick form: `--listen ADDR --upstream ADDR... [--admin ADDR]`.
-    pub fn quick(listen: &str, upstreams: &[String], admin: Option<&str>) -> Result<Self, ConfigError> {
+    pub fn quick(
+        listen: &str,
+        upstreams: &[String],
+        admin: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         let mut cfg = LbConfig {
             listeners: vec![Listener {
                 address: listen.to_string(),

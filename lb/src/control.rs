@@ -62,8 +62,14 @@ pub fn housekeeping(lb: &Lb) {
         let _ = lb.metrics.websockets.remove_label_values(&[&id]);
     }
     for b in lb.registry.all() {
-        lb.metrics.sessions.with_label_values(&[&b.id]).set(b.live());
-        lb.metrics.backend_up.with_label_values(&[&b.id]).set(i64::from(b.ready()));
+        lb.metrics
+            .sessions
+            .with_label_values(&[&b.id])
+            .set(b.live());
+        lb.metrics
+            .backend_up
+            .with_label_values(&[&b.id])
+            .set(i64::from(b.ready()));
     }
     lb.metrics.sid_table_entries.set(lb.sids.len() as i64);
 }
@@ -96,10 +102,17 @@ pub fn reload(lb: &Lb, path: &std::path::Path) -> bool {
 /// Apply a validated config in-process. Live sockets are never touched.
 pub fn apply(lb: &Lb, new: LbConfig) {
     let old = lb.config.load_full();
-    if old.listeners != new.listeners || old.admin.listen != new.admin.listen || old.threads != new.threads {
-        tracing::warn!("listeners, admin.listen and threads change only on restart or binary upgrade; keeping the old ones");
+    if old.listeners != new.listeners
+        || old.admin.listen != new.admin.listen
+        || old.threads != new.threads
+    {
+        tracing::warn!(
+            "listeners, admin.listen and threads change only on restart or binary upgrade; keeping the old ones"
+        );
     }
-    let (added, removed) = lb.registry.apply(&new.upstreams, !new.health.active.enabled);
+    let (added, removed) = lb
+        .registry
+        .apply(&new.upstreams, !new.health.active.enabled);
     lb.sids.set_max(new.engineio.sid_table_max);
     lb.config.store(Arc::new(new));
     tracing::info!(?added, ?removed, "configuration reloaded");
@@ -117,7 +130,9 @@ async fn watch_config(lb: Arc<Lb>, path: PathBuf) {
     let stamp = |p: &PathBuf| -> Option<(SystemTime, u64, u64)> {
         let m = std::fs::metadata(p).ok()?;
         let text = std::fs::read(p).ok()?;
-        let sum = text.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        let sum = text
+            .iter()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)));
         Some((m.modified().ok()?, m.len(), sum))
     };
     let mut last = stamp(&path);

@@ -74,7 +74,12 @@ pub fn parse_open(body: &[u8]) -> Option<OpenPacket> {
     })?;
     let start = text.find("0{")?;
     let prefix = &text[..start];
-    if !(prefix.is_empty() || (prefix.ends_with(':') && prefix[..prefix.len() - 1].chars().all(|c| c.is_ascii_digit()))) {
+    if !(prefix.is_empty()
+        || (prefix.ends_with(':')
+            && prefix[..prefix.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_digit())))
+    {
         return None;
     }
     let json_start = start + 1;
@@ -102,9 +107,24 @@ mod tests {
 
     #[test]
     fn classify_requests() {
-        let r = EioRequest::classify("/socket.io/", Some("EIO=4&transport=polling&sid=abc"), "/socket.io");
-        assert_eq!(r, EioRequest { on_path: true, sid: Some("abc".into()), websocket: false });
-        let r = EioRequest::classify("/socket.io/", Some("EIO=4&transport=websocket"), "/socket.io");
+        let r = EioRequest::classify(
+            "/socket.io/",
+            Some("EIO=4&transport=polling&sid=abc"),
+            "/socket.io",
+        );
+        assert_eq!(
+            r,
+            EioRequest {
+                on_path: true,
+                sid: Some("abc".into()),
+                websocket: false
+            }
+        );
+        let r = EioRequest::classify(
+            "/socket.io/",
+            Some("EIO=4&transport=websocket"),
+            "/socket.io",
+        );
         assert!(r.is_handshake() && r.websocket);
         assert!(!EioRequest::classify("/socket.iox/", None, "/socket.io").on_path);
         assert!(!EioRequest::classify("/", None, "/socket.io").is_handshake());
@@ -113,9 +133,18 @@ mod tests {
     #[test]
     fn parse_open_packets() {
         let v4 = br#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
-        assert_eq!(parse_open(v4), Some(OpenPacket { sid: "abc".into(), heartbeat: Duration::from_secs(45) }));
+        assert_eq!(
+            parse_open(v4),
+            Some(OpenPacket {
+                sid: "abc".into(),
+                heartbeat: Duration::from_secs(45)
+            })
+        );
         let v4_two = "0{\"sid\":\"x\",\"pingInterval\":300,\"pingTimeout\":200}\u{1e}40";
-        assert_eq!(parse_open(v4_two.as_bytes()).map(|o| o.heartbeat), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_open(v4_two.as_bytes()).map(|o| o.heartbeat),
+            Some(Duration::from_millis(500))
+        );
         let v3 = br#"96:0{"sid":"v3","upgrades":[],"pingInterval":25000,"pingTimeout":5000}2:40"#;
         assert_eq!(parse_open(v3).map(|o| o.sid), Some("v3".into()));
         assert_eq!(parse_open(br#"0{"sid":"abc","pingInt"#), None);

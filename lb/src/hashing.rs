@@ -25,7 +25,10 @@ impl HashRing {
             match cache.as_ref() {
                 Some((sig, ring)) if *sig == signature => ring.clone(),
                 _ => {
-                    let buckets: Vec<Bucket> = ready.iter().map(|b| Bucket::new(b.addr, b.weight())).collect();
+                    let buckets: Vec<Bucket> = ready
+                        .iter()
+                        .map(|b| Bucket::new(b.addr, b.weight()))
+                        .collect();
                     let ring = Arc::new(Continuum::new(&buckets));
                     *cache = Some((signature, ring.clone()));
                     ring

@@ -15,13 +15,23 @@ use crate::proxy::Lb;
 /// One check: `Ok(detail)` for a 2xx, `Err(detail)` otherwise.
 pub async fn check(b: &Backend, path: &str, timeout: Duration) -> Result<String, String> {
     let fut = async {
-        let mut s = TcpStream::connect(b.addr).await.map_err(|e| format!("connect: {e}"))?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: iogate-lb-health\r\nConnection: close\r\n\r\n", b.addr);
-        s.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        let mut s = TcpStream::connect(b.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: iogate-lb-health\r\nConnection: close\r\n\r\n",
+            b.addr
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         let mut buf = [0u8; 256];
         let mut n = 0;
         while n < 12 {
-            let r = s.read(&mut buf[n..]).await.map_err(|e| format!("read: {e}"))?;
+            let r = s
+                .read(&mut buf[n..])
+                .await
+                .map_err(|e| format!("read: {e}"))?;
             if r == 0 {
                 break;
             }
@@ -33,7 +43,11 @@ pub async fn check(b: &Backend, path: &str, timeout: Duration) -> Result<String,
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| "no HTTP status".to_string())?;
-        if (200..300).contains(&code) { Ok(format!("HTTP {code}")) } else { Err(format!("HTTP {code}")) }
+        if (200..300).contains(&code) {
+            Ok(format!("HTTP {code}"))
+        } else {
+            Err(format!("HTTP {code}"))
+        }
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,

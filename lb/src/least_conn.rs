@@ -19,7 +19,12 @@ pub fn pick(candidates: &[Arc<Backend>], turn: usize) -> Option<Arc<Backend>> {
         best = match best {
             None => Some(b),
             // b.load / b.weight < best.load / best.weight, without division.
-            Some(cur) if (b.load() as i128) * (cur.weight() as i128) < (cur.load() as i128) * (b.weight() as i128) => Some(b),
+            Some(cur)
+                if (b.load() as i128) * (cur.weight() as i128)
+                    < (cur.load() as i128) * (b.weight() as i128) =>
+            {
+                Some(b)
+            }
             keep => keep,
         };
     }

@@ -32,7 +32,12 @@ pub struct ConnSlot {
 
 impl ConnLimiter {
     /// Take a slot for `ip` unless a limit (0 = none) is reached.
-    pub fn acquire(self: &Arc<Self>, ip: Option<IpAddr>, max_total: usize, max_per_ip: usize) -> Result<ConnSlot, Refused> {
+    pub fn acquire(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+        max_total: usize,
+        max_per_ip: usize,
+    ) -> Result<ConnSlot, Refused> {
         let total = self.total.fetch_add(1, Ordering::AcqRel) + 1;
         if max_total > 0 && total > max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
@@ -49,7 +54,10 @@ impl ConnLimiter {
             }
             *n += 1;
         }
-        Ok(ConnSlot { limiter: self.clone(), ip })
+        Ok(ConnSlot {
+            limiter: self.clone(),
+            ip,
+        })
     }
 
     /// Connections held now.
@@ -93,11 +101,18 @@ impl TokenBucket {
         if rate == 0 {
             return Ok(());
         }
-        let Ok(mut g) = self.state.lock() else { return Ok(()) };
+        let Ok(mut g) = self.state.lock() else {
+            return Ok(());
+        };
         let now = Instant::now();
         let (tokens, last) = *g;
         let refill = now.duration_since(last).as_secs_f64() * f64::from(rate);
-        let tokens = (if tokens == f64::MAX { f64::from(burst) } else { tokens + refill }).min(f64::from(burst));
+        let tokens = (if tokens == f64::MAX {
+            f64::from(burst)
+        } else {
+            tokens + refill
+        })
+        .min(f64::from(burst));
         if tokens >= 1.0 {
             *g = (tokens - 1.0, now);
             Ok(())
@@ -119,8 +134,13 @@ mod tests {
         let a = l.acquire(Some(ip), 3, 2).expect("first");
         let _b = l.acquire(Some(ip), 3, 2).expect("second");
         assert_eq!(l.acquire(Some(ip), 3, 2).err(), Some(Refused::PerIp));
-        let _c = l.acquire(Some([10, 0, 0, 2].into()), 3, 2).expect("other ip");
-        assert_eq!(l.acquire(Some([10, 0, 0, 3].into()), 3, 2).err(), Some(Refused::Total));
+        let _c = l
+            .acquire(Some([10, 0, 0, 2].into()), 3, 2)
+            .expect("other ip");
+        assert_eq!(
+            l.acquire(Some([10, 0, 0, 3].into()), 3, 2).err(),
+            Some(Refused::Total)
+        );
         drop(a);
         assert!(l.acquire(Some(ip), 3, 2).is_ok());
     }

@@ -12,8 +12,8 @@ use iogate_lb::metrics::LbMetrics;
 use iogate_lb::proxy::{Lb, Proxy};
 use iogate_shared::telemetry::{self, LogFormat};
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
@@ -63,7 +63,9 @@ fn main() -> ExitCode {
         }),
         (None, Some(listen)) => LbConfig::quick(listen, &cli.upstream, cli.admin.as_deref()),
         (None, None) => {
-            eprintln!("iogate-lb needs --config FILE, or --listen ADDR --upstream ADDR [--upstream ADDR ...]");
+            eprintln!(
+                "iogate-lb needs --config FILE, or --listen ADDR --upstream ADDR [--upstream ADDR ...]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -103,11 +105,18 @@ fn main() -> ExitCode {
     server.bootstrap();
 
     let lb = Arc::new(Lb::new(cfg.clone(), metrics));
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, Proxy(lb.clone()), "iogate-lb proxy");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy(lb.clone()),
+        "iogate-lb proxy",
+    );
     for l in &cfg.listeners {
         proxy.add_tcp(&l.address);
     }
-    let mut admin = Service::new("iogate-lb admin".to_string(), HttpServer::new_app(Admin(lb.clone())));
+    let mut admin = Service::new(
+        "iogate-lb admin".to_string(),
+        HttpServer::new_app(Admin(lb.clone())),
+    );
     admin.add_tcp(&cfg.admin.listen);
     let control = background_service(
         "iogate-lb control",

@@ -35,17 +35,70 @@ impl LbMetrics {
     /// Register every metric in `reg`.
     pub fn new(reg: &Registry) -> Result<Self, MetricsError> {
         Ok(Self {
-            requests: m::counter_vec(reg, "iogate_lb_requests_total", "Requests by backend and status code.", &["backend", "code"])?,
-            request_duration: m::seconds_histogram_vec(reg, "iogate_lb_request_duration_seconds", "Request duration (WebSocket tunnels excluded).", &["backend"])?,
-            sessions: m::gauge_vec(reg, "iogate_lb_sessions", "Live sessions (WebSockets + polling sessions) per backend.", &["backend"])?,
-            websockets: m::gauge_vec(reg, "iogate_lb_websockets", "Open WebSocket tunnels per backend.", &["backend"])?,
-            handshakes: m::counter_vec(reg, "iogate_lb_handshakes_total", "Engine.IO handshakes per backend.", &["backend"])?,
-            sid_table_entries: m::gauge(reg, "iogate_lb_sid_table_entries", "Sessions in the sid table.")?,
-            sid_unknown: m::counter(reg, "iogate_lb_sid_unknown_total", "Requests naming an unknown or orphaned sid (answered 400).")?,
-            connect_errors: m::counter_vec(reg, "iogate_lb_upstream_connect_errors_total", "Failed connects per backend.", &["backend"])?,
-            backend_up: m::gauge_vec(reg, "iogate_lb_backend_up", "1 when the backend takes new sessions.", &["backend"])?,
-            rejected: m::counter_vec(reg, "iogate_lb_rejected_total", "Requests rejected by the LB, by reason.", &["reason"])?,
-            reloads: m::counter_vec(reg, "iogate_lb_config_reloads_total", "Config reloads by result.", &["result"])?,
+            requests: m::counter_vec(
+                reg,
+                "iogate_lb_requests_total",
+                "Requests by backend and status code.",
+                &["backend", "code"],
+            )?,
+            request_duration: m::seconds_histogram_vec(
+                reg,
+                "iogate_lb_request_duration_seconds",
+                "Request duration (WebSocket tunnels excluded).",
+                &["backend"],
+            )?,
+            sessions: m::gauge_vec(
+                reg,
+                "iogate_lb_sessions",
+                "Live sessions (WebSockets + polling sessions) per backend.",
+                &["backend"],
+            )?,
+            websockets: m::gauge_vec(
+                reg,
+                "iogate_lb_websockets",
+                "Open WebSocket tunnels per backend.",
+                &["backend"],
+            )?,
+            handshakes: m::counter_vec(
+                reg,
+                "iogate_lb_handshakes_total",
+                "Engine.IO handshakes per backend.",
+                &["backend"],
+            )?,
+            sid_table_entries: m::gauge(
+                reg,
+                "iogate_lb_sid_table_entries",
+                "Sessions in the sid table.",
+            )?,
+            sid_unknown: m::counter(
+                reg,
+                "iogate_lb_sid_unknown_total",
+                "Requests naming an unknown or orphaned sid (answered 400).",
+            )?,
+            connect_errors: m::counter_vec(
+                reg,
+                "iogate_lb_upstream_connect_errors_total",
+                "Failed connects per backend.",
+                &["backend"],
+            )?,
+            backend_up: m::gauge_vec(
+                reg,
+                "iogate_lb_backend_up",
+                "1 when the backend takes new sessions.",
+                &["backend"],
+            )?,
+            rejected: m::counter_vec(
+                reg,
+                "iogate_lb_rejected_total",
+                "Requests rejected by the LB, by reason.",
+                &["reason"],
+            )?,
+            reloads: m::counter_vec(
+                reg,
+                "iogate_lb_config_reloads_total",
+                "Config reloads by result.",
+                &["result"],
+            )?,
         })
     }
 }

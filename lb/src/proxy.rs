@@ -140,12 +140,15 @@ pub struct Ctx {
 }
 
 fn cookie(req: &RequestHeader, name: &str) -> Option<String> {
-    req.headers.get_all(http::header::COOKIE).iter().find_map(|v| {
-        v.to_str().ok()?.split(';').find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then(|| v.trim().to_string())
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .find_map(|v| {
+            v.to_str().ok()?.split(';').find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then(|| v.trim().to_string())
+            })
         })
-    })
 }
 
 fn hash_input(key: &HashKey, session: &Session) -> Option<String> {
@@ -156,14 +159,21 @@ fn hash_input(key: &HashKey, session: &Session) -> Option<String> {
                 .find(|(k, _)| k == name.as_str())
                 .map(|(_, v)| v.into_owned())
         }),
-        HashKey::Header(name) => req.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string),
+        HashKey::Header(name) => req
+            .headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         HashKey::Cookie(name) => cookie(req, name),
         HashKey::ClientIp => client_ip(session).map(|ip| ip.to_string()),
     }
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 fn head_size(req: &RequestHeader) -> usize {
@@ -177,15 +187,24 @@ fn head_size(req: &RequestHeader) -> usize {
 }
 
 /// Write a small complete response and count it as rejected (or unknown sid).
-async fn respond(session: &mut Session, code: u16, headers: &[(&str, String)], body: &'static str) -> Result<bool> {
+async fn respond(
+    session: &mut Session,
+    code: u16,
+    headers: &[(&str, String)],
+    body: &'static str,
+) -> Result<bool> {
     let mut resp = ResponseHeader::build(code, Some(headers.len() + 2))?;
     for (k, v) in headers {
         resp.insert_header(k.to_string(), v.as_str())?;
     }
     resp.insert_header("Content-Length", body.len().to_string())?;
-    session.write_response_header(Box::new(resp), body.is_empty()).await?;
+    session
+        .write_response_header(Box::new(resp), body.is_empty())
+        .await?;
     if !body.is_empty() {
-        session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .await?;
     }
     Ok(true)
 }
@@ -217,7 +236,10 @@ impl ProxyHttp for Proxy {
         let limits = &cfg.limits;
         let req = session.req_header();
         if head_size(req) > limits.max_header_bytes {
-            self.metrics.rejected.with_label_values(&["header_too_large"]).inc();
+            self.metrics
+                .rejected
+                .with_label_values(&["header_too_large"])
+                .inc();
             return respond(session, 431, &[], "request header too large\n").await;
         }
         let content_length = req
@@ -226,10 +248,23 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if content_length.is_some_and(|n| n > limits.max_body_bytes) {
-            self.metrics.rejected.with_label_values(&["body_too_large"]).inc();
-            return respond(session, 413, &[("Connection", "close".into())], "request body too large\n").await;
+            self.metrics
+                .rejected
+                .with_label_values(&["body_too_large"])
+                .inc();
+            return respond(
+                session,
+                413,
+                &[("Connection", "close".into())],
+                "request body too large\n",
+            )
+            .await;
         }
-        match self.conns.acquire(client_ip(session), limits.max_connections, limits.max_connections_per_ip) {
+        match self.conns.acquire(
+            client_ip(session),
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        ) {
             Ok(slot) => ctx._slot = Some(slot),
             Err(r) => {
                 let reason = match r {
@@ -237,7 +272,13 @@ impl ProxyHttp for Proxy {
                     Refused::PerIp => "max_connections_per_ip",
                 };
                 self.metrics.rejected.with_label_values(&[reason]).inc();
-                return respond(session, 503, &[("Retry-After", "1".into())], "too many connections\n").await;
+                return respond(
+                    session,
+                    503,
+                    &[("Retry-After", "1".into())],
+                    "too many connections\n",
+                )
+                .await;
             }
         }
         let req = session.req_header();
@@ -268,12 +309,33 @@ impl ProxyHttp for Proxy {
             }
         } else if ctx.eio.is_handshake() {
             if !ctx.eio.websocket && !self.sids.has_room() {
-                self.metrics.rejected.with_label_values(&["sid_table_full"]).inc();
-                return respond(session, 503, &[("Retry-After", "1".into())], "session table full\n").await;
+                self.metrics
+                    .rejected
+                    .with_label_values(&["sid_table_full"])
+                    .inc();
+                return respond(
+                    session,
+                    503,
+                    &[("Retry-After", "1".into())],
+                    "session table full\n",
+                )
+                .await;
             }
-            if let Err(after) = self.bucket.take(limits.new_sessions_per_second, limits.new_sessions_burst) {
-                self.metrics.rejected.with_label_values(&["new_session_rate"]).inc();
-                return respond(session, 503, &[("Retry-After", after.to_string())], "too many new sessions\n").await;
+            if let Err(after) = self
+                .bucket
+                .take(limits.new_sessions_per_second, limits.new_sessions_burst)
+            {
+                self.metrics
+                    .rejected
+                    .with_label_values(&["new_session_rate"])
+                    .inc();
+                return respond(
+                    session,
+                    503,
+                    &[("Retry-After", after.to_string())],
+                    "too many new sessions\n",
+                )
+                .await;
             }
             ctx.new_session = true;
         } else {
@@ -299,7 +361,10 @@ impl ProxyHttp for Proxy {
         {
             ctx.body_seen += b.len();
             if ctx.body_seen > self.config.load().limits.max_body_bytes {
-                self.metrics.rejected.with_label_values(&["body_too_large"]).inc();
+                self.metrics
+                    .rejected
+                    .with_label_values(&["body_too_large"])
+                    .inc();
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
             }
         }
@@ -313,7 +378,10 @@ impl ProxyHttp for Proxy {
             None => match self.select(&cfg, session, &ctx.tried) {
                 Some(b) => b,
                 None => {
-                    self.metrics.rejected.with_label_values(&["no_backend"]).inc();
+                    self.metrics
+                        .rejected
+                        .with_label_values(&["no_backend"])
+                        .inc();
                     return Error::e_explain(ErrorType::HTTPStatus(503), "no ready backend");
                 }
             },
@@ -330,15 +398,28 @@ impl ProxyHttp for Proxy {
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         peer.options.connection_timeout = Some(cfg.timeouts.connect);
         peer.options.total_connection_timeout = Some(cfg.timeouts.connect);
-        let read = if ctx.upgrade { cfg.timeouts.websocket_idle } else { cfg.timeouts.polling_request };
+        let read = if ctx.upgrade {
+            cfg.timeouts.websocket_idle
+        } else {
+            cfg.timeouts.polling_request
+        };
         peer.options.read_timeout = Some(read);
         peer.options.write_timeout = Some(read);
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         if let Some(b) = ctx.chosen.take() {
-            self.metrics.connect_errors.with_label_values(&[&b.id]).inc();
+            self.metrics
+                .connect_errors
+                .with_label_values(&[&b.id])
+                .inc();
             let cfg = self.config.load();
             if b.connect_failed(cfg.health.passive.failures, cfg.health.passive.cooldown) {
                 tracing::warn!(backend = %b.id, cooldown = ?cfg.health.passive.cooldown, "backend taken out after connect failures");
@@ -369,10 +450,19 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, _ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
         if let Some(ip) = client_ip(session) {
             let ip = ip.to_string();
-            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let xff = match req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
                 _ => ip.clone(),
             };
@@ -383,9 +473,16 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let status = resp.status.as_u16();
-        let Some(b) = ctx.chosen.clone() else { return Ok(()) };
+        let Some(b) = ctx.chosen.clone() else {
+            return Ok(());
+        };
         if ctx.new_session && ctx.eio.is_handshake() {
             if ctx.eio.websocket && status == 101 {
                 self.metrics.handshakes.with_label_values(&[&b.id]).inc();
@@ -400,7 +497,10 @@ impl ProxyHttp for Proxy {
             if cfg.stickiness.mode == StickyMode::Cookie && status < 400 {
                 resp.append_header(
                     "Set-Cookie",
-                    format!("{}={}; Path=/; HttpOnly; SameSite=Lax", cfg.stickiness.cookie_name, b.id),
+                    format!(
+                        "{}={}; Path=/; HttpOnly; SameSite=Lax",
+                        cfg.stickiness.cookie_name, b.id
+                    ),
                 )?;
             }
         }
@@ -426,15 +526,24 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        let Some(buf) = ctx.learn.as_mut() else { return Ok(None) };
+        let Some(buf) = ctx.learn.as_mut() else {
+            return Ok(None);
+        };
         if let Some(chunk) = body.take() {
             buf.extend_from_slice(&chunk);
         }
         if let Some(open) = engineio::parse_open(buf) {
             if let Some(b) = ctx.chosen.clone() {
                 let margin = self.config.load().engineio.idle_margin;
-                if self.sids.insert(&open.sid, b, open.heartbeat + margin).is_err() {
-                    self.metrics.rejected.with_label_values(&["sid_table_full"]).inc();
+                if self
+                    .sids
+                    .insert(&open.sid, b, open.heartbeat + margin)
+                    .is_err()
+                {
+                    self.metrics
+                        .rejected
+                        .with_label_values(&["sid_table_full"])
+                        .inc();
                     tracing::warn!("sid table full; session will not be sticky");
                 }
             }
@@ -448,15 +557,25 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let code = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let code = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         let backend = ctx
             .chosen
             .as_ref()
             .or(ctx.bound.as_ref())
             .map(|b| b.id.as_str())
             .unwrap_or("none");
-        let code_s = if code == 0 { "none".to_string() } else { code.to_string() };
-        self.metrics.requests.with_label_values(&[backend, &code_s]).inc();
+        let code_s = if code == 0 {
+            "none".to_string()
+        } else {
+            code.to_string()
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[backend, &code_s])
+            .inc();
         if code != 101 {
             self.metrics
                 .request_duration

@@ -77,11 +77,18 @@ impl SidTable {
     }
 
     /// Record a polling session minted by `backend`.
-    pub fn insert(&self, sid: &str, backend: Arc<Backend>, ttl: Duration) -> Result<(), InsertError> {
+    pub fn insert(
+        &self,
+        sid: &str,
+        backend: Arc<Backend>,
+        ttl: Duration,
+    ) -> Result<(), InsertError> {
         if !self.has_room() {
             return Err(InsertError::Full);
         }
-        let Ok(mut shard) = self.shard(sid).lock() else { return Err(InsertError::Full) };
+        let Ok(mut shard) = self.shard(sid).lock() else {
+            return Err(InsertError::Full);
+        };
         backend.add_polling(1);
         let old = shard.insert(
             sid.to_string(),
@@ -138,7 +145,9 @@ impl SidTable {
     pub fn expire(&self, now: Instant) -> usize {
         let mut n = 0;
         for shard in &self.shards {
-            let Ok(mut shard) = shard.lock() else { continue };
+            let Ok(mut shard) = shard.lock() else {
+                continue;
+            };
             shard.retain(|_, e| {
                 let keep = e.upgraded || now.duration_since(e.last_seen) <= e.ttl;
                 if !keep {
@@ -190,9 +199,14 @@ mod tests {
     fn insert_lookup_expire_and_bound() {
         let b = backend();
         let t = SidTable::new(2);
-        t.insert("s1", b.clone(), Duration::from_millis(50)).expect("room");
-        t.insert("s2", b.clone(), Duration::from_secs(60)).expect("room");
-        assert_eq!(t.insert("s3", b.clone(), Duration::from_secs(1)), Err(InsertError::Full));
+        t.insert("s1", b.clone(), Duration::from_millis(50))
+            .expect("room");
+        t.insert("s2", b.clone(), Duration::from_secs(60))
+            .expect("room");
+        assert_eq!(
+            t.insert("s3", b.clone(), Duration::from_secs(1)),
+            Err(InsertError::Full)
+        );
         assert_eq!(b.polling(), 2);
         assert!(t.lookup("s1").is_some());
         assert_eq!(t.expire(Instant::now() + Duration::from_millis(100)), 1);

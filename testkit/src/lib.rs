@@ -474,3 +474,136 @@ pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// A running `iogate-lb` with its config in a temp file (edit it with [`Lb::rewrite`]).
+pub struct Lb {
+    pub port: u16,
+    pub admin_port: u16,
+    child: Child,
+    config: tempfile::NamedTempFile,
+}
+
+/// The YAML of a LB config with `upstreams` (`(id, port)`) and extra top-level YAML.
+pub fn lb_yaml(port: u16, admin_port: u16, upstreams: &[(&str, u16)], extra: &str) -> String {
+    let mut y = format!(
+        "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin_port}\nhealth:\n  active:\n    interval: 200ms\n    timeout: 500ms\n    fall: 1\nupstreams:\n"
+    );
+    if upstreams.is_empty() {
+        y.push_str("  []\n");
+    }
+    for (id, p) in upstreams {
+        y.push_str(&format!("  - id: {id}\n    address: 127.0.0.1:{p}\n"));
+    }
+    y.push_str(extra);
+    y
+}
+
+impl Lb {
+    /// Start with the given YAML (which must use `port`/`admin_port`); waits until every
+    /// configured backend is up (or `wait_up` is false).
+    pub fn start(port: u16, admin_port: u16, yaml: &str, wait_up: bool) -> Lb {
+        let mut config = tempfile::Builder::new()
+            .suffix(".yaml")
+            .tempfile()
+            .expect("temp config");
+        config.write_all(yaml.as_bytes()).expect("write config");
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let child = Command::new(bin("iogate-lb"))
+            .arg("--config")
+            .arg(config.path())
+            .arg("--pid-file")
+            .arg(dir.join("lb.pid"))
+            .arg("--upgrade-sock")
+            .arg(dir.join("upgrade.sock"))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn iogate-lb");
+        let lb = Lb {
+            port,
+            admin_port,
+            child,
+            config,
+        };
+        wait_for(Duration::from_secs(20), "iogate-lb admin API", || {
+            http_get(admin_port, "/api/backends")
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
+        });
+        wait_for(Duration::from_secs(20), "iogate-lb listener", || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        if wait_up {
+            lb.wait_all_up(Duration::from_secs(20));
+        }
+        lb
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `GET /api/backends` as JSON.
+    pub fn backends(&self) -> Value {
+        let (_, body) = http_get(self.admin_port, "/api/backends").expect("admin API");
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    /// `{id: backend json}`.
+    pub fn backend(&self, id: &str) -> Value {
+        self.backends()["backends"]
+            .as_array()
+            .and_then(|a| a.iter().find(|b| b["id"] == json!(id)).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn wait_all_up(&self, timeout: Duration) {
+        wait_for(timeout, "every backend up", || {
+            let b = self.backends();
+            b["backends"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x["state"] == json!("up")))
+                .then_some(())
+        });
+    }
+
+    /// A metric from the admin `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(self.admin_port, "/metrics").expect("metrics");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                (k == name).then(|| v.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Replace the config file (the LB reloads it by itself).
+    pub fn rewrite(&self, yaml: &str) {
+        let tmp = self.config.path().with_extension("new");
+        std::fs::write(&tmp, yaml).expect("write new config");
+        std::fs::rename(&tmp, self.config.path()).expect("replace config");
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
