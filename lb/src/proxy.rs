@@ -288,7 +288,7 @@ impl ProxyHttp for Proxy {
         if let Some(sid) = ctx.eio.sid.clone()
             && cfg.stickiness.mode != StickyMode::None
         {
-            let backend = self.sids.lookup(&sid);
+            let backend = self.sids.lookup(&sid, ctx.eio.websocket);
             match backend {
                 // A backend that failed its checks has lost the session: let the client
                 // re-handshake at once rather than wait for a 502.

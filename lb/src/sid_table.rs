@@ -1,10 +1,14 @@
 //! The sid table: Engine.IO session id → the backend that minted it.
 //!
 //! Entries are learned from handshake responses (before their body reaches the client), touched
-//! by every request that names the sid, and removed when the session ends: its WebSocket closes
-//! (upgraded sessions are removed by their tunnel's guard), or no request names it for longer
-//! than pingInterval + pingTimeout (from the open packet) plus a margin. The table is bounded and
-//! sharded to keep lock hold times short.
+//! by every request that names the sid, and removed when the session ends: no request names it
+//! for longer than pingInterval + pingTimeout (from the open packet) plus a margin.
+//!
+//! An entry is in one of three states. `Polling`: counted as a live polling session. `Upgraded`:
+//! its WebSocket tunnel counts it, and it never expires while the tunnel is open. When the tunnel
+//! ends the entry becomes `Closed`: no longer counted, kept only for `CLOSED_GRACE` — an upgrade
+//! probe can fail and the client then goes on polling with the same sid, which revives the entry
+//! as `Polling`. The table is bounded and sharded to keep lock hold times short.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -16,12 +20,29 @@ use crate::backends::Backend;
 
 const SHARDS: usize = 32;
 
+/// How long the entry of a session whose WebSocket ended is kept (a failed upgrade probe goes
+/// back to polling within milliseconds).
+pub const CLOSED_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Polling,
+    Upgraded,
+    Closed,
+}
+
 #[derive(Debug)]
 struct Entry {
     backend: Arc<Backend>,
     last_seen: Instant,
     ttl: Duration,
-    upgraded: bool,
+    state: State,
+}
+
+impl Entry {
+    fn counted(&self) -> bool {
+        self.state == State::Polling
+    }
 }
 
 /// Why an insert was refused.
@@ -96,11 +117,11 @@ impl SidTable {
                 backend,
                 last_seen: Instant::now(),
                 ttl,
-                upgraded: false,
+                state: State::Polling,
             },
         );
         match old {
-            Some(e) if !e.upgraded => e.backend.add_polling(-1),
+            Some(e) if e.counted() => e.backend.add_polling(-1),
             Some(_) => {}
             None => {
                 self.len.fetch_add(1, Ordering::Relaxed);
@@ -109,23 +130,41 @@ impl SidTable {
         Ok(())
     }
 
-    /// The backend of `sid`, refreshing its idle timer.
-    pub fn lookup(&self, sid: &str) -> Option<Arc<Backend>> {
+    /// The backend of `sid`, refreshing its idle timer. A polling request revives the entry of
+    /// a session whose upgrade probe failed.
+    pub fn lookup(&self, sid: &str, websocket: bool) -> Option<Arc<Backend>> {
         let mut shard = self.shard(sid).lock().ok()?;
         let e = shard.get_mut(sid)?;
         e.last_seen = Instant::now();
+        if e.state == State::Closed && !websocket {
+            e.state = State::Polling;
+            e.backend.add_polling(1);
+        }
         Some(e.backend.clone())
     }
 
     /// The session moved to a WebSocket tunnel: stop counting it as polling (the tunnel counts
-    /// it) and stop expiring it; [`remove`](Self::remove) runs when the tunnel ends.
+    /// it) and stop expiring it; [`tunnel_closed`](Self::tunnel_closed) runs when it ends.
     pub fn mark_upgraded(&self, sid: &str) {
         if let Ok(mut shard) = self.shard(sid).lock()
             && let Some(e) = shard.get_mut(sid)
-            && !e.upgraded
         {
-            e.upgraded = true;
-            e.backend.add_polling(-1);
+            if e.counted() {
+                e.backend.add_polling(-1);
+            }
+            e.state = State::Upgraded;
+        }
+    }
+
+    /// The session's WebSocket ended: keep the entry briefly, uncounted, in case the client goes
+    /// on polling (a failed upgrade probe).
+    pub fn tunnel_closed(&self, sid: &str) {
+        if let Ok(mut shard) = self.shard(sid).lock()
+            && let Some(e) = shard.get_mut(sid)
+            && e.state == State::Upgraded
+        {
+            e.state = State::Closed;
+            e.last_seen = Instant::now();
         }
     }
 
@@ -135,13 +174,13 @@ impl SidTable {
             && let Some(e) = shard.remove(sid)
         {
             self.len.fetch_sub(1, Ordering::Relaxed);
-            if !e.upgraded {
+            if e.counted() {
                 e.backend.add_polling(-1);
             }
         }
     }
 
-    /// Drop idle polling sessions; returns how many were removed.
+    /// Drop idle sessions; returns how many were removed.
     pub fn expire(&self, now: Instant) -> usize {
         let mut n = 0;
         for shard in &self.shards {
@@ -149,9 +188,16 @@ impl SidTable {
                 continue;
             };
             shard.retain(|_, e| {
-                let keep = e.upgraded || now.duration_since(e.last_seen) <= e.ttl;
+                let idle = now.duration_since(e.last_seen);
+                let keep = match e.state {
+                    State::Upgraded => true,
+                    State::Polling => idle <= e.ttl,
+                    State::Closed => idle <= CLOSED_GRACE,
+                };
                 if !keep {
-                    e.backend.add_polling(-1);
+                    if e.counted() {
+                        e.backend.add_polling(-1);
+                    }
                     n += 1;
                 }
                 keep
@@ -162,7 +208,7 @@ impl SidTable {
     }
 }
 
-/// Removes an upgraded session from the table when its WebSocket tunnel ends.
+/// Marks an upgraded session's tunnel as ended when dropped (see [`SidTable::tunnel_closed`]).
 #[derive(Debug)]
 pub struct UpgradedSid {
     /// The table.
@@ -173,7 +219,7 @@ pub struct UpgradedSid {
 
 impl Drop for UpgradedSid {
     fn drop(&mut self) {
-        self.table.remove(&self.sid);
+        self.table.tunnel_closed(&self.sid);
     }
 }
 
@@ -208,14 +254,26 @@ mod tests {
             Err(InsertError::Full)
         );
         assert_eq!(b.polling(), 2);
-        assert!(t.lookup("s1").is_some());
+        assert!(t.lookup("s1", false).is_some());
         assert_eq!(t.expire(Instant::now() + Duration::from_millis(100)), 1);
-        assert!(t.lookup("s1").is_none());
+        assert!(t.lookup("s1", false).is_none());
         assert_eq!(b.polling(), 1);
         t.mark_upgraded("s2");
         assert_eq!(b.polling(), 0);
         assert_eq!(t.expire(Instant::now() + Duration::from_secs(3600)), 0);
-        t.remove("s2");
+        // The tunnel ends (a failed probe): uncounted, but a poll revives it.
+        t.tunnel_closed("s2");
+        assert_eq!(b.polling(), 0);
+        assert!(t.lookup("s2", false).is_some());
+        assert_eq!(b.polling(), 1);
+        // A tunnel that ends for good is forgotten after the grace.
+        t.mark_upgraded("s2");
+        t.tunnel_closed("s2");
+        assert_eq!(
+            t.expire(Instant::now() + CLOSED_GRACE + Duration::from_secs(1)),
+            1
+        );
         assert_eq!(t.len(), 0);
+        assert_eq!(b.polling(), 0);
     }
 }

@@ -30,6 +30,7 @@ fn whoami_all(fleet: &mut Fleet, prefix: &str, n: usize) -> BTreeMap<String, Str
 
 #[test]
 fn polling_and_upgrade_sessions_stick_to_their_node() {
+    let _serial = iogate_testkit::heavy();
     let redis = Redis::start();
     let ns = nodes(&redis, &["s1", "s2", "s3"]);
     let (port, admin) = (free_port(), free_port());
@@ -94,6 +95,7 @@ fn polling_and_upgrade_sessions_stick_to_their_node() {
 
 #[test]
 fn least_connections_spreads_websockets_and_new_nodes_take_new_sessions() {
+    let _serial = iogate_testkit::heavy();
     let redis = Redis::start();
     let ns = nodes(&redis, &["w1", "w2", "w3"]);
     let (port, admin) = (free_port(), free_port());
@@ -131,6 +133,7 @@ fn least_connections_spreads_websockets_and_new_nodes_take_new_sessions() {
 
 #[test]
 fn unknown_sid_gets_the_engineio_error() {
+    let _serial = iogate_testkit::heavy();
     let node = Node::start("u1", &["--redis-url", "none"]);
     let (port, admin) = (free_port(), free_port());
     let _lb = Lb::start(

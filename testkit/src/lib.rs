@@ -231,26 +231,49 @@ impl Node {
 
     /// Like [`start`](Self::start) with a YAML config written to a temp file.
     pub fn start_with_config(id: &str, args: &[&str], yaml: Option<&str>) -> Node {
+        Self::start_full(id, 0, args, yaml)
+    }
+
+    /// Start on a given port (0 = any), e.g. to restart a killed node where it was.
+    pub fn start_on(id: &str, port: u16, args: &[&str]) -> Node {
+        Self::start_full(id, port, args, None)
+    }
+
+    fn start_full(id: &str, port: u16, args: &[&str], yaml: Option<&str>) -> Node {
         let config = yaml.map(|y| {
             let mut f = tempfile::NamedTempFile::new().expect("temp config");
             f.write_all(y.as_bytes()).expect("write config");
             f
         });
         let mut cmd = Command::new(node_bin());
-        cmd.args(["--listen", "127.0.0.1:0", "--node-id", id])
+        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--node-id", id])
             .args(args);
         if let Some(f) = &config {
             cmd.arg("--config").arg(f.path());
         }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,fred=error".into()),
+        );
+        let mut node = Self::spawn_announced(id, cmd);
+        node._config = config;
+        node
+    }
+
+    /// A plain Node.js socket.io server (`testkit/js/server.mjs`) as a backend.
+    pub fn start_js(id: &str) -> Node {
+        let mut cmd = Command::new("node");
+        cmd.arg("server.mjs").arg(id).arg("0").current_dir(js_dir());
+        Self::spawn_announced(id, cmd)
+    }
+
+    /// Spawn a server that prints "... listening on HOST:PORT" first on stdout; wait for /readyz.
+    fn spawn_announced(id: &str, mut cmd: Command) -> Node {
         let mut child = cmd
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,fred=error".into()),
-            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn iogate-node");
+            .expect("spawn server");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -260,7 +283,7 @@ impl Node {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(20))
-            .expect("iogate-node printed its address");
+            .expect("server printed its address");
         let port: u16 = line
             .rsplit(':')
             .next()
@@ -270,9 +293,9 @@ impl Node {
             id: id.to_string(),
             port,
             child,
-            _config: config,
+            _config: None,
         };
-        wait_for(Duration::from_secs(20), "node /readyz", || {
+        wait_for(Duration::from_secs(20), "server /readyz", || {
             http_get(port, "/readyz")
                 .filter(|(s, _)| *s == 200)
                 .map(|_| ())
@@ -606,4 +629,24 @@ impl Drop for Lb {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Send a raw HTTP request and return the whole raw response.
+pub fn http_raw(port: u16, request: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(request.as_bytes());
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialise tests that start hundreds of sockets: on a 2-core machine, two of them at once
+/// measure the machine, not the code. Hold the guard for the whole test.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,0 +1,28 @@
+// A plain Node.js socket.io server, used as a backend the LB knows nothing special about.
+// Usage: node server.mjs <node-id> [port]   (port 0 = any free port)
+// Prints "socketio-node <id> listening on 127.0.0.1:<port>" once listening.
+// Serves GET /readyz (200) for health checks and the chat contract's `whoami` and `echo`.
+import { createServer } from "node:http";
+import { Server } from "socket.io";
+
+const id = process.argv[2] ?? "node";
+const port = Number(process.argv[3] ?? 0);
+
+const http = createServer((req, res) => {
+  if (req.url === "/readyz" || req.url === "/healthz") {
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ ready: true, node: id }));
+    return;
+  }
+  res.writeHead(404);
+  res.end();
+});
+const io = new Server(http, { pingInterval: 25000, pingTimeout: 20000 });
+io.on("connection", (socket) => {
+  socket.on("whoami", (ack) => ack?.({ node: id, sid: socket.id, rooms: [...socket.rooms] }));
+  socket.on("echo", (data, ack) => (typeof ack === "function" ? ack(data) : socket.emit("echo", data)));
+});
+http.listen(port, "127.0.0.1", () => {
+  console.log(`socketio-node ${id} listening on 127.0.0.1:${http.address().port}`);
+});
+process.on("SIGTERM", () => process.exit(0));
