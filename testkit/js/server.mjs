@@ -1,7 +1,8 @@
 // A plain Node.js socket.io server, used as a backend the LB knows nothing special about.
 // Usage: node server.mjs <node-id> [port]   (port 0 = any free port)
 // Prints "socketio-node <id> listening on 127.0.0.1:<port>" once listening.
-// Serves GET /readyz (200) for health checks and the chat contract's `whoami` and `echo`.
+// Serves GET /readyz (200) for health checks, the chat contract's `whoami` and `echo`, and
+// `headers` (ack with the handshake's HTTP headers, to check what a proxy forwarded).
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
@@ -21,6 +22,7 @@ const io = new Server(http, { pingInterval: 25000, pingTimeout: 20000 });
 io.on("connection", (socket) => {
   socket.on("whoami", (ack) => ack?.({ node: id, sid: socket.id, rooms: [...socket.rooms] }));
   socket.on("echo", (data, ack) => (typeof ack === "function" ? ack(data) : socket.emit("echo", data)));
+  socket.on("headers", (ack) => ack?.(socket.handshake.headers));
 });
 http.listen(port, "127.0.0.1", () => {
   console.log(`socketio-node ${id} listening on 127.0.0.1:${http.address().port}`);
