@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Start a local iogate cluster: one redis-server and two iogate-node processes.
+# Start a local iogate cluster: one redis-server, iogate-node processes and iogate-lb in front.
 #
-#   scripts/local-cluster.sh                 # Redis on a free port, nodes on :4001 and :4002
+#   scripts/local-cluster.sh                 # Redis on a free port, nodes on :4001-:4003,
+#                                            # iogate-lb on :8080 (admin API on 127.0.0.1:9100)
 #   REDIS_URL=redis://10.0.0.5:6379 scripts/local-cluster.sh   # use an existing Redis
-#   NODES=3 BASE_PORT=5001 scripts/local-cluster.sh
+#   NODES=2 BASE_PORT=5001 LB_PORT=8081 ADMIN_PORT=9101 scripts/local-cluster.sh
 #
 # Ctrl-C (or SIGTERM) stops every process this script started, and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NODES=${NODES:-2}
+NODES=${NODES:-3}
 BASE_PORT=${BASE_PORT:-4001}
+LB_PORT=${LB_PORT:-8080}
+ADMIN_PORT=${ADMIN_PORT:-9100}
 RUN_DIR=${RUN_DIR:-$PWD/.up}
 PIDFILE="$RUN_DIR/local-cluster.pid"
 
@@ -49,8 +52,8 @@ wait_http() { # url timeout_s
   return 1
 }
 
-echo "==> building iogate-node (release)"
-cargo build --release -q -p iogate-node
+echo "==> building iogate-node and iogate-lb (release)"
+cargo build --release -q -p iogate-node -p iogate-lb
 
 if [ -z "${REDIS_URL:-}" ]; then
   if ! command -v redis-server >/dev/null; then
@@ -81,8 +84,33 @@ for i in $(seq 1 "$NODES"); do
   wait_http "http://127.0.0.1:$(( BASE_PORT + i - 1 ))/readyz" 30
 done
 
+# iogate-lb in front of the nodes; edit $RUN_DIR/lb.yaml while it runs to reload it.
+{
+  echo "listeners:"
+  echo "  - address: 127.0.0.1:$LB_PORT"
+  echo "admin:"
+  echo "  listen: 127.0.0.1:$ADMIN_PORT"
+  echo "upstreams:"
+  for i in $(seq 1 "$NODES"); do
+    echo "  - id: node-$i"
+    echo "    address: 127.0.0.1:$(( BASE_PORT + i - 1 ))"
+  done
+  echo "shutdown:"
+  echo "  grace: 2s"
+} > "$RUN_DIR/lb.yaml"
+./target/release/iogate-lb --config "$RUN_DIR/lb.yaml" --pid-file "$RUN_DIR/lb.pid" \
+  --upgrade-sock "$RUN_DIR/lb-upgrade.sock" >"$RUN_DIR/lb.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:$ADMIN_PORT/api/backends" 2>/dev/null | grep -q '"up"'; then break; fi
+  sleep 0.1
+done
+wait_http "http://127.0.0.1:$LB_PORT/readyz" 30
+
 echo
 echo "iogate local cluster is up"
+echo "  Socket.IO through the LB: http://127.0.0.1:$LB_PORT  (log $RUN_DIR/lb.log, config $RUN_DIR/lb.yaml)"
+echo "  LB admin API:  http://127.0.0.1:$ADMIN_PORT/api/backends   http://127.0.0.1:$ADMIN_PORT/metrics"
 echo "  redis:  $REDIS_URL"
 for i in $(seq 1 "$NODES"); do
   port=$(( BASE_PORT + i - 1 ))
