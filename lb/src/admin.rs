@@ -78,7 +78,7 @@ impl ServeHttp for Admin {
         let path = req.uri.path().to_string();
         match (method.as_str(), path.as_str()) {
             ("GET", "/metrics") => {
-                crate::control::housekeeping(lb);
+                crate::control::refresh_gauges(lb);
                 let mut buf = Vec::new();
                 let enc = TextEncoder::new();
                 if enc.encode(&prometheus::gather(), &mut buf).is_err() {

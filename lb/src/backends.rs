@@ -298,10 +298,7 @@ impl Registry {
         for u in upstreams {
             let keep = all
                 .get(u.id())
-                .filter(|b| {
-                    b.addr.to_string() == u.address
-                        || u.address.parse::<SocketAddr>().ok() == Some(b.addr)
-                })
+                .filter(|b| u.address.parse::<SocketAddr>().ok() == Some(b.addr))
                 .cloned();
             let b = match keep {
                 Some(b) => {

@@ -30,6 +30,7 @@ impl BackgroundService for Control {
             .clone()
             .map(|p| tokio::spawn(watch_config(self.lb.clone(), p)));
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last_sweep = Instant::now();
         let mut shutting_down = false;
         loop {
             tokio::select! {
@@ -43,7 +44,11 @@ impl BackgroundService for Control {
                     }
                 }
             }
-            housekeeping(&self.lb);
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                sweep(&self.lb);
+                last_sweep = Instant::now();
+            }
+            refresh_gauges(&self.lb);
             if shutting_down && self.lb.conns.total() == 0 {
                 tracing::info!("no live connections left; exiting");
                 std::process::exit(0);
@@ -52,8 +57,8 @@ impl BackgroundService for Control {
     }
 }
 
-/// Expire idle sids, reap drained backends, refresh gauges.
-pub fn housekeeping(lb: &Lb) {
+/// Expire idle sids and reap drained backends (once a second).
+pub fn sweep(lb: &Lb) {
     lb.sids.expire(Instant::now());
     for id in lb.registry.reap() {
         tracing::info!(backend = %id, "removed backend drained; forgetting it");
@@ -61,6 +66,11 @@ pub fn housekeeping(lb: &Lb) {
         let _ = lb.metrics.backend_up.remove_label_values(&[&id]);
         let _ = lb.metrics.websockets.remove_label_values(&[&id]);
     }
+}
+
+/// Bring the per-backend gauges and the sid-table gauge up to date (cheap: one pass over the
+/// backends).
+pub fn refresh_gauges(lb: &Lb) {
     for b in lb.registry.all() {
         lb.metrics
             .sessions

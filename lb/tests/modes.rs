@@ -128,8 +128,8 @@ fn admin_api_drain_undrain_and_token() {
     assert!(req("POST", "/api/backends/zz/drain", auth).starts_with("HTTP/1.1 404"));
     // One completed proxied request, so the per-request series exist.
     assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
-    let metrics = req("GET", "/metrics", auth);
-    for name in [
+    // logging() runs just after the response is written: poll for the series.
+    let names = [
         "iogate_lb_requests_total",
         "iogate_lb_sessions",
         "iogate_lb_websockets",
@@ -137,9 +137,11 @@ fn admin_api_drain_undrain_and_token() {
         "iogate_lb_sid_table_entries",
         "iogate_lb_backend_up",
         "iogate_lb_request_duration_seconds",
-    ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics");
-    }
+    ];
+    wait_for(Duration::from_secs(5), "every metric on /metrics", || {
+        let metrics = req("GET", "/metrics", auth);
+        names.iter().all(|n| metrics.contains(n)).then_some(())
+    });
 }
 
 #[test]
