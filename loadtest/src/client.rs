@@ -1,0 +1,506 @@
+//! One virtual Socket.IO client: Engine.IO v4 over WebSocket, HTTP long-polling, or polling
+//! upgraded to WebSocket; Socket.IO v5 on the root namespace. Each client is a couple of tokio
+//! tasks with small buffers — no thread per client.
+//!
+//! [`connect`] returns once the Socket.IO CONNECT is acknowledged: a [`Session`] to send
+//! Socket.IO packets with, and a receiver of [`Inbound`] events. Heartbeats are answered inside.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::protocol::{self, EioPacket, SEPARATOR, SioPacket};
+
+/// Which transport a client uses.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// WebSocket from the first request.
+    Websocket,
+    /// HTTP long-polling only.
+    Polling,
+    /// Polling handshake, then upgrade to WebSocket (socket.io-client's default).
+    Upgrade,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port` of the server.
+    pub addr: SocketAddr,
+    /// Host header value.
+    pub host: String,
+    /// Engine.IO path, e.g. `/socket.io/`.
+    pub path: String,
+    /// Extra query string (without `?`), e.g. `room=a`.
+    pub query: String,
+}
+
+/// What a client hears.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A Socket.IO packet.
+    Packet(SioPacket),
+    /// The session ended (reason).
+    Closed(String),
+}
+
+/// Why a connect failed (low-cardinality reason for the summary, plus detail).
+#[derive(Debug, Clone)]
+pub struct ConnectError {
+    /// Short reason: `tcp`, `http`, `handshake`, `timeout`, `refused`, `protocol`.
+    pub reason: &'static str,
+    /// Detail.
+    pub detail: String,
+}
+
+impl ConnectError {
+    fn new(reason: &'static str, detail: impl ToString) -> Self {
+        Self {
+            reason,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Sends Socket.IO packets on an open session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    out: mpsc::UnboundedSender<Out>,
+    /// The Socket.IO socket id.
+    pub sid: String,
+}
+
+#[derive(Debug)]
+enum Out {
+    Text(String),
+    Close { abrupt: bool },
+}
+
+impl Session {
+    /// Send a Socket.IO packet (already encoded, without the Engine.IO `4`).
+    pub fn send(&self, sio: String) -> bool {
+        self.out.send(Out::Text(sio)).is_ok()
+    }
+
+    /// Close politely (Socket.IO DISCONNECT + Engine.IO close).
+    pub fn close(&self) {
+        let _ = self.out.send(Out::Close { abrupt: false });
+    }
+
+    /// Drop the connection without a goodbye (a network failure, for `storm`).
+    pub fn drop_abruptly(&self) {
+        let _ = self.out.send(Out::Close { abrupt: true });
+    }
+}
+
+/// Options shared by every client of a run.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Transport.
+    pub transport: Transport,
+    /// Bound on the whole connect.
+    pub connect_timeout: Duration,
+    /// HTTP client for polling (one per local address).
+    pub http: reqwest::Client,
+    /// Source address to bind, if any.
+    pub local_addr: Option<IpAddr>,
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Small buffers: 10,000 clients must fit in a few hundred MB.
+    let mut c = WebSocketConfig::default();
+    c.read_buffer_size = 4 * 1024;
+    c.write_buffer_size = 0;
+    c.max_write_buffer_size = 1 << 20;
+    c.max_message_size = Some(16 << 20);
+    c
+}
+
+async fn tcp(addr: SocketAddr, local: Option<IpAddr>) -> Result<TcpStream, ConnectError> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| ConnectError::new("tcp", e))?;
+    if let Some(ip) = local {
+        sock.bind(SocketAddr::new(ip, 0))
+            .map_err(|e| ConnectError::new("tcp", e))?;
+    }
+    let s = sock
+        .connect(addr)
+        .await
+        .map_err(|e| ConnectError::new("tcp", e))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn ws_open(t: &Target, o: &ClientOptions, sid: Option<&str>) -> Result<Ws, ConnectError> {
+    let stream = tcp(t.addr, o.local_addr).await?;
+    let mut url = format!("ws://{}{}?EIO=4&transport=websocket", t.host, t.path);
+    if let Some(sid) = sid {
+        url.push_str("&sid=");
+        url.push_str(sid);
+    }
+    if !t.query.is_empty() {
+        url.push('&');
+        url.push_str(&t.query);
+    }
+    let (ws, resp) = tokio_tungstenite::client_async_with_config(
+        url,
+        MaybeTlsStream::Plain(stream),
+        Some(ws_config()),
+    )
+    .await
+    .map_err(|e| ConnectError::new("handshake", e))?;
+    if resp.status().as_u16() != 101 {
+        return Err(ConnectError::new(
+            "handshake",
+            format!("HTTP {}", resp.status()),
+        ));
+    }
+    Ok(ws)
+}
+
+async fn ws_next_text(ws: &mut Ws) -> Result<String, ConnectError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Close(_))) | None => {
+                return Err(ConnectError::new("protocol", "closed during connect"));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(ConnectError::new("protocol", e)),
+        }
+    }
+}
+
+fn poll_url(t: &Target, sid: Option<&str>) -> String {
+    let mut url = format!("http://{}{}?EIO=4&transport=polling", t.host, t.path);
+    if let Some(sid) = sid {
+        url.push_str("&sid=");
+        url.push_str(sid);
+    }
+    if !t.query.is_empty() {
+        url.push('&');
+        url.push_str(&t.query);
+    }
+    url
+}
+
+async fn poll_get(o: &ClientOptions, url: &str) -> Result<String, ConnectError> {
+    let r = o
+        .http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| ConnectError::new("http", e))?;
+    let status = r.status();
+    let body = r.text().await.map_err(|e| ConnectError::new("http", e))?;
+    if !status.is_success() {
+        return Err(ConnectError::new("http", format!("HTTP {status}: {body}")));
+    }
+    Ok(body)
+}
+
+async fn poll_post(o: &ClientOptions, url: &str, body: String) -> Result<(), ConnectError> {
+    let r = o
+        .http
+        .post(url)
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| ConnectError::new("http", e))?;
+    if !r.status().is_success() {
+        return Err(ConnectError::new("http", format!("HTTP {}", r.status())));
+    }
+    Ok(())
+}
+
+/// Connect one client and wait for the Socket.IO CONNECT acknowledgement.
+pub async fn connect(
+    t: &Target,
+    o: &ClientOptions,
+    auth: &Value,
+) -> Result<(Session, mpsc::UnboundedReceiver<Inbound>), ConnectError> {
+    match tokio::time::timeout(o.connect_timeout, connect_inner(t, o, auth)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::new(
+            "timeout",
+            format!("no CONNECT within {:?}", o.connect_timeout),
+        )),
+    }
+}
+
+async fn connect_inner(
+    t: &Target,
+    o: &ClientOptions,
+    auth: &Value,
+) -> Result<(Session, mpsc::UnboundedReceiver<Inbound>), ConnectError> {
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    match o.transport {
+        Transport::Websocket => {
+            let mut ws = ws_open(t, o, None).await?;
+            let open = match protocol::decode_eio(&ws_next_text(&mut ws).await?) {
+                Some(EioPacket::Open(open)) => open,
+                other => {
+                    return Err(ConnectError::new(
+                        "protocol",
+                        format!("expected open, got {other:?}"),
+                    ));
+                }
+            };
+            let _ = open;
+            ws.send(Message::text(format!("4{}", protocol::connect(auth))))
+                .await
+                .map_err(|e| ConnectError::new("protocol", e))?;
+            let sid = ws_wait_connect(&mut ws).await?;
+            tokio::spawn(ws_loop(ws, out_rx, in_tx));
+            Ok((Session { out: out_tx, sid }, in_rx))
+        }
+        Transport::Polling | Transport::Upgrade => {
+            let body = poll_get(o, &poll_url(t, None)).await?;
+            let open = match body.split(SEPARATOR).next().and_then(protocol::decode_eio) {
+                Some(EioPacket::Open(open)) => open,
+                other => {
+                    return Err(ConnectError::new(
+                        "protocol",
+                        format!("expected open, got {other:?}"),
+                    ));
+                }
+            };
+            let url = poll_url(t, Some(&open.sid));
+            poll_post(o, &url, format!("4{}", protocol::connect(auth))).await?;
+            // Read until the CONNECT ack (pings may come first).
+            let sid = loop {
+                let body = poll_get(o, &url).await?;
+                let mut found = None;
+                for p in body.split(SEPARATOR) {
+                    match protocol::decode_eio(p) {
+                        Some(EioPacket::Ping(_)) => poll_post(o, &url, "3".into()).await?,
+                        Some(EioPacket::Message(m)) => match protocol::decode_sio(&m) {
+                            Some(SioPacket::Connect(sid)) => found = Some(sid.unwrap_or_default()),
+                            Some(SioPacket::ConnectError(e)) => {
+                                return Err(ConnectError::new("refused", e));
+                            }
+                            Some(other) => {
+                                let _ = in_tx.send(Inbound::Packet(other));
+                            }
+                            None => {}
+                        },
+                        Some(EioPacket::Close) => {
+                            return Err(ConnectError::new("protocol", "closed during connect"));
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(sid) = found {
+                    break sid;
+                }
+            };
+            if o.transport == Transport::Upgrade && open.upgrades.iter().any(|u| u == "websocket") {
+                let mut ws = ws_open(t, o, Some(&open.sid)).await?;
+                ws.send(Message::text("2probe"))
+                    .await
+                    .map_err(|e| ConnectError::new("protocol", e))?;
+                // The server answers 3probe; a pending poll is released with a noop meanwhile.
+                let probe = ws_next_text(&mut ws).await?;
+                if probe != "3probe" {
+                    return Err(ConnectError::new(
+                        "protocol",
+                        format!("bad probe answer {probe:?}"),
+                    ));
+                }
+                ws.send(Message::text("5"))
+                    .await
+                    .map_err(|e| ConnectError::new("protocol", e))?;
+                tokio::spawn(ws_loop(ws, out_rx, in_tx));
+            } else {
+                tokio::spawn(poll_loop(o.clone(), url, out_rx, in_tx));
+            }
+            Ok((Session { out: out_tx, sid }, in_rx))
+        }
+    }
+}
+
+async fn ws_wait_connect(ws: &mut Ws) -> Result<String, ConnectError> {
+    loop {
+        let text = ws_next_text(ws).await?;
+        match protocol::decode_eio(&text) {
+            Some(EioPacket::Ping(d)) => {
+                ws.send(Message::text(format!("3{d}")))
+                    .await
+                    .map_err(|e| ConnectError::new("protocol", e))?;
+            }
+            Some(EioPacket::Message(m)) => match protocol::decode_sio(&m) {
+                Some(SioPacket::Connect(sid)) => return Ok(sid.unwrap_or_default()),
+                Some(SioPacket::ConnectError(e)) => return Err(ConnectError::new("refused", e)),
+                _ => {}
+            },
+            Some(EioPacket::Close) => {
+                return Err(ConnectError::new("protocol", "closed during connect"));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn ws_loop(
+    mut ws: Ws,
+    mut out: mpsc::UnboundedReceiver<Out>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+) {
+    let reason = loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => match protocol::decode_eio(&t) {
+                    Some(EioPacket::Ping(d)) => {
+                        let pong = ws.send(Message::text(format!("3{d}"))).await;
+                        if pong.is_err() {
+                            break "transport error".to_string();
+                        }
+                    }
+                    Some(EioPacket::Message(m)) => {
+                        if let Some(p) = protocol::decode_sio(&m) {
+                            let disconnect = matches!(p, SioPacket::Disconnect);
+                            let _ = inbound.send(Inbound::Packet(p));
+                            if disconnect {
+                                break "io server disconnect".to_string();
+                            }
+                        }
+                    }
+                    Some(EioPacket::Close) => break "transport close".to_string(),
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None => break "transport close".to_string(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("transport error: {e}"),
+            },
+            o = out.recv() => match o {
+                Some(Out::Text(s)) => {
+                    if ws.send(Message::text(format!("4{s}"))).await.is_err() {
+                        break "transport error".to_string();
+                    }
+                }
+                Some(Out::Close { abrupt: false }) | None => {
+                    let _ = ws.send(Message::text("41")).await;
+                    let _ = ws.close(None).await;
+                    break "io client disconnect".to_string();
+                }
+                Some(Out::Close { abrupt: true }) => break "connection dropped".to_string(),
+            },
+        }
+    };
+    drop(ws);
+    let _ = inbound.send(Inbound::Closed(reason));
+}
+
+async fn poll_loop(
+    o: ClientOptions,
+    url: String,
+    mut out: mpsc::UnboundedReceiver<Out>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+) {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // Writer: batches outgoing packets into one POST.
+    let writer = {
+        let o = o.clone();
+        let url = url.clone();
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            while let Some(first) = out.recv().await {
+                let mut batch = Vec::new();
+                let mut close = None;
+                match first {
+                    Out::Text(s) => batch.push(format!("4{s}")),
+                    Out::Close { abrupt } => close = Some(abrupt),
+                }
+                while close.is_none() {
+                    match out.try_recv() {
+                        Ok(Out::Text(s)) => batch.push(format!("4{s}")),
+                        Ok(Out::Close { abrupt }) => close = Some(abrupt),
+                        Err(_) => break,
+                    }
+                }
+                if close == Some(false) {
+                    batch.push("41".into());
+                    batch.push("1".into());
+                }
+                if !batch.is_empty() && close != Some(true) {
+                    let sep = SEPARATOR.to_string();
+                    if let Err(e) = poll_post(&o, &url, batch.join(&sep)).await {
+                        let _ =
+                            inbound.send(Inbound::Closed(format!("transport error: {}", e.detail)));
+                        break;
+                    }
+                }
+                if let Some(abrupt) = close {
+                    let reason = if abrupt {
+                        "connection dropped"
+                    } else {
+                        "io client disconnect"
+                    };
+                    let _ = inbound.send(Inbound::Closed(reason.into()));
+                    break;
+                }
+            }
+            let _ = stop_tx.send(true);
+        })
+    };
+    let reason = loop {
+        let body = tokio::select! {
+            b = poll_get(&o, &url) => b,
+            _ = stop_rx.changed() => break None,
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => break Some(format!("transport error: {}", e.detail)),
+        };
+        let mut end = None;
+        for p in body.split(SEPARATOR) {
+            match protocol::decode_eio(p) {
+                Some(EioPacket::Ping(d)) => {
+                    let o = o.clone();
+                    let url = url.clone();
+                    tokio::spawn(async move { poll_post(&o, &url, format!("3{d}")).await });
+                }
+                Some(EioPacket::Message(m)) => {
+                    if let Some(p) = protocol::decode_sio(&m) {
+                        if matches!(p, SioPacket::Disconnect) {
+                            end = Some("io server disconnect".to_string());
+                        }
+                        let _ = inbound.send(Inbound::Packet(p));
+                    }
+                }
+                Some(EioPacket::Close) => end = Some("transport close".to_string()),
+                _ => {}
+            }
+        }
+        if end.is_some() {
+            break end;
+        }
+    };
+    if let Some(r) = reason {
+        writer.abort();
+        let _ = inbound.send(Inbound::Closed(r));
+    }
+}
+
+/// Elapsed time helper.
+pub fn since(t: Instant) -> Duration {
+    t.elapsed()
+}
