@@ -11,10 +11,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use iogate_loadtest::client::{Target, Transport};
 use iogate_loadtest::report::{self, Summary};
-use iogate_loadtest::run::{self, Env, Phase, Scenario};
+use iogate_loadtest::run::{self, Env, Phase, Scenario, ScenarioFile};
 use iogate_loadtest::{assert, procstat};
 use iogate_shared::telemetry::{self, LogFormat};
-use serde::Deserialize;
 
 /// Socket.IO load generator: WebSocket and long-polling clients, exact delivery accounting,
 /// latency percentiles, JSON/HTML reports, CI thresholds.
@@ -89,12 +88,6 @@ struct Cli {
     /// Log format (logs go to stderr; RUST_LOG filters).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScenarioFile {
-    phases: Vec<Phase>,
 }
 
 fn target(url: &str) -> anyhow::Result<Target> {

@@ -83,6 +83,14 @@ fn one() -> usize {
     1
 }
 
+/// A `--scenario-file`: phases run one after another.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// The phases.
+    pub phases: Vec<Phase>,
+}
+
 /// Everything a phase needs besides its settings.
 #[derive(Debug, Clone)]
 pub struct Env {
@@ -444,6 +452,8 @@ async fn drive(
     let mut pending_acks: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut ack_id = 0u64;
     let padding = run.padding();
+    // Only echo waits for acks; idle clients must not wake up for nothing (10,000 timers).
+    let echo = run.phase.scenario == Scenario::Echo;
     let mut ack_sweep = tokio::time::interval(Duration::from_millis(500));
     loop {
         let send_at = next_send.filter(|_| !run.stop_sending.load(Ordering::Acquire));
@@ -481,7 +491,7 @@ async fn drive(
                     _ => {}
                 }
             }
-            _ = ack_sweep.tick() => {
+            _ = ack_sweep.tick(), if echo => {
                 let now = run.now_us();
                 let timeout = run.env.ack_timeout.as_micros() as u64;
                 let before = pending_acks.len();
@@ -539,5 +549,36 @@ fn handle(run: &Run, i: usize, p: SioPacket, pending: &mut std::collections::Has
             );
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_scenario_file_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/loadtest-phases.yaml"
+        );
+        let text = std::fs::read_to_string(path).expect("example file");
+        let f: ScenarioFile = serde_yaml::from_str(&text).expect("valid");
+        assert_eq!(f.phases.len(), 5);
+        assert_eq!(f.phases[2].scenario, Scenario::Broadcast);
+        assert_eq!(f.phases[2].total_rate, Some(20.0));
+        assert_eq!(f.phases[3].transport, Transport::Polling);
+    }
+
+    #[test]
+    fn reconnect_backoff_is_capped() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for attempt in 0..20 {
+            let d = backoff(attempt, &mut rng);
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_secs(5),
+                "{d:?}"
+            );
+        }
     }
 }
