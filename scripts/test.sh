@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command: format check, clippy with -D warnings, every test.
-# Needs redis-server, redis-cli and node on PATH (.ci/run installs them on a fresh machine).
+# Needs redis-server, redis-cli, node and chromium (.ci/run installs them on a fresh machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d testkit/js/node_modules/socket.io-client ]; then
-  echo "==> npm ci (testkit/js)"
-  npm ci --prefix testkit/js --no-audit --no-fund
-fi
+for dir in testkit/js demo; do
+  if [ ! -d "$dir/node_modules/socket.io-client" ]; then
+    echo "==> npm ci ($dir)"
+    npm ci --prefix "$dir" --no-audit --no-fund
+  fi
+done
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

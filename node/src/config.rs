@@ -45,6 +45,18 @@ pub struct NodeConfig {
     pub engineio: EngineIoConfig,
     /// Graceful drain on SIGTERM/SIGINT.
     pub drain: DrainConfig,
+    /// The chat demo page (off unless `demo.dir` is set).
+    pub demo: DemoConfig,
+}
+
+/// The chat demo page served at `/`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// The demo/ folder (with `npm ci` run in it); unset = no demo.
+    pub dir: Option<std::path::PathBuf>,
+    /// `host:port` of the load balancer's admin API, for the sessions panel.
+    pub lb_admin: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -56,6 +68,7 @@ impl Default for NodeConfig {
             redis: RedisConfig::default(),
             engineio: EngineIoConfig::default(),
             drain: DrainConfig::default(),
+            demo: DemoConfig::default(),
         }
     }
 }
@@ -326,6 +339,11 @@ impl Validate for NodeConfig {
                     format!("`{o}` must be `*` or an origin like https://app.example.com"),
                 );
             }
+        }
+        if let Some(a) = &self.demo.lb_admin
+            && !valid_host_port(a)
+        {
+            p.push("demo.lb_admin", format!("`{a}` is not host:port"));
         }
         if self.drain.rate == 0 {
             p.push("drain.rate", "must be at least 1 socket per second");

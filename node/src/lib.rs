@@ -10,6 +10,7 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` and the Engine.IO guard middleware.
 //! - [`connections`]: killable TCP connections and the session → connection table used by drain.
 //! - [`drain`]: paced, jittered graceful drain.
+//! - [`demo`]: the chat demo page and its read-only view of the load balancer's backends.
 //! - [`metrics`]: the `iogate_node_*` Prometheus metrics.
 //! - [`server`]: assembles all of the above and runs a node.
 
@@ -17,6 +18,7 @@ pub mod app;
 pub mod bus;
 pub mod config;
 pub mod connections;
+pub mod demo;
 pub mod drain;
 pub mod http;
 pub mod metrics;

@@ -228,7 +228,11 @@ async fn serve<A: Adapter>(
         conns: parts.conns.clone(),
         eio_path: parts.cfg.engineio.path.clone().into(),
     };
-    let mut router: Router = http::routes(state.clone()).layer(layer);
+    let mut router: Router = http::routes(state.clone());
+    if let Some(demo) = crate::demo::routes(&parts.cfg.demo) {
+        router = router.merge(demo);
+    }
+    let mut router = router.layer(layer);
     if let Some(c) = cors(&parts.cfg.engineio.cors_origins) {
         router = router.layer(c);
     }

@@ -666,16 +666,23 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
 
 /// Run a workspace binary to completion with `args`; returns (exit code, stdout, stderr).
 pub fn run_bin(name: &str, args: &[&str], timeout: Duration) -> (i32, String, String) {
-    let mut child = Command::new(bin(name))
-        .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+    let mut cmd = Command::new(bin(name));
+    cmd.args(args).env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+    );
+    run_cmd(cmd, timeout)
+}
+
+/// Run a command to completion (panics when it takes longer than `timeout`, i.e. hangs);
+/// returns (exit code, stdout, stderr).
+pub fn run_cmd(mut cmd: Command, timeout: Duration) -> (i32, String, String) {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let t_out = std::thread::spawn(move || {
@@ -696,7 +703,7 @@ pub fn run_bin(name: &str, args: &[&str], timeout: Duration) -> (i32, String, St
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{name} {args:?} did not finish within {timeout:?} (a hang)");
+            panic!("{what} did not finish within {timeout:?} (a hang)");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
