@@ -31,15 +31,15 @@ echo $$ > "$PIDFILE"
 
 pids=()
 cleanup() {
-  trap - EXIT INT TERM
-  echo
-  echo "stopping ${#pids[@]} processes"
+  trap - EXIT INT TERM HUP
+  trap '' PIPE # the terminal or pipe may be gone: stop the processes regardless
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -f "$PIDFILE"
+  { echo; echo "stopped ${#pids[@]} processes"; } 2>/dev/null || true
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 
 free_port() { # a port nothing listens on
   local p
