@@ -6,7 +6,7 @@
 //! Socket.IO packets with, and a receiver of [`Inbound`] events. Heartbeats are answered inside.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -498,9 +498,4 @@ async fn poll_loop(
         writer.abort();
         let _ = inbound.send(Inbound::Closed(r));
     }
-}
-
-/// Elapsed time helper.
-pub fn since(t: Instant) -> Duration {
-    t.elapsed()
 }

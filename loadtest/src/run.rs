@@ -142,7 +142,6 @@ pub struct Run {
     http: Vec<reqwest::Client>,
     /// Storm recovery time, µs (0 = not a storm).
     pub storm_recovery_us: AtomicU64,
-    seq: AtomicU64,
 }
 
 impl Run {
@@ -215,7 +214,6 @@ pub async fn run_phase(
         rooms: room_sets,
         http,
         storm_recovery_us: AtomicU64::new(0),
-        seq: AtomicU64::new(0),
     });
     let addrs = Arc::new(addrs);
 
@@ -480,7 +478,6 @@ async fn drive(
                         let audience = (run.phase.scenario == Scenario::Room).then(|| &run.rooms[run.room_of(i)]);
                         let id = run.stats.message_sent(audience);
                         let msg = json!({"run": run.run_id, "m": id, "s": i, "q": seq, "t": run.now_us(), "p": padding});
-                        run.seq.fetch_add(1, Ordering::Relaxed);
                         let packet = if run.phase.scenario == Scenario::Room {
                             protocol::event("room:message", &[json!({"room": format!("room-{}", run.room_of(i)), "data": msg})], None)
                         } else {
