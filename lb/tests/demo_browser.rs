@@ -33,12 +33,7 @@ fn two_pages_on_different_nodes_exchange_messages() {
         .iter()
         .map(|id| Node::start_with_config(id, &["--redis-url", &redis.url()], Some(&node_yaml)))
         .collect();
-    iogate_testkit::wait_for(Duration::from_secs(10), "bus up", || {
-        nodes
-            .iter()
-            .all(|n| n.metric("iogate_node_bus_up") == 1.0)
-            .then_some(())
-    });
+    iogate_testkit::wait_bus_up(&nodes);
     let ups: Vec<(&str, u16)> = nodes.iter().map(|n| (n.id.as_str(), n.port)).collect();
     let lb = Lb::start(port, admin, &lb_yaml(port, admin, &ups, ""), true);
 

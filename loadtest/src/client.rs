@@ -149,15 +149,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn ws_open(t: &Target, o: &ClientOptions, sid: Option<&str>) -> Result<Ws, ConnectError> {
     let stream = tcp(t.addr, o.local_addr).await?;
-    let mut url = format!("ws://{}{}?EIO=4&transport=websocket", t.host, t.path);
-    if let Some(sid) = sid {
-        url.push_str("&sid=");
-        url.push_str(sid);
-    }
-    if !t.query.is_empty() {
-        url.push('&');
-        url.push_str(&t.query);
-    }
+    let url = eio_url("ws", "websocket", t, sid);
     let (ws, resp) = tokio_tungstenite::client_async_with_config(
         url,
         MaybeTlsStream::Plain(stream),
@@ -188,7 +180,15 @@ async fn ws_next_text(ws: &mut Ws) -> Result<String, ConnectError> {
 }
 
 fn poll_url(t: &Target, sid: Option<&str>) -> String {
-    let mut url = format!("http://{}{}?EIO=4&transport=polling", t.host, t.path);
+    eio_url("http", "polling", t, sid)
+}
+
+/// `scheme://host/path?EIO=4&transport=…[&sid=…][&extra query]`.
+fn eio_url(scheme: &str, transport: &str, t: &Target, sid: Option<&str>) -> String {
+    let mut url = format!(
+        "{scheme}://{}{}?EIO=4&transport={transport}",
+        t.host, t.path
+    );
     if let Some(sid) = sid {
         url.push_str("&sid=");
         url.push_str(sid);

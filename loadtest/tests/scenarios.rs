@@ -34,12 +34,7 @@ fn cluster() -> Cluster {
         .map(|id| Node::start(id, &["--redis-url", &redis.url()]))
         .collect();
     // Cross-node delivery needs each node's Redis subscriptions in place.
-    iogate_testkit::wait_for(Duration::from_secs(10), "bus up", || {
-        nodes
-            .iter()
-            .all(|n| n.metric("iogate_node_bus_up") == 1.0)
-            .then_some(())
-    });
+    iogate_testkit::wait_bus_up(&nodes);
     Cluster {
         _redis: redis,
         nodes,

@@ -69,12 +69,7 @@ fn run_cluster_contract(transports: &[&str]) {
     }
 
     // The nodes see each other through Redis before we broadcast.
-    wait_for(Duration::from_secs(10), "bus up on every node", || {
-        nodes
-            .iter()
-            .all(|n| n.metric("iogate_node_bus_up") == 1.0)
-            .then_some(())
-    });
+    iogate_testkit::wait_bus_up(&nodes);
 
     // A broadcast from a client on n1 reaches every client on every node exactly once.
     fleet.emit(

@@ -18,12 +18,7 @@ fn broadcast_and_rooms_through_redis_cluster() {
         .iter()
         .map(|id| Node::start_with_config(id, &[], Some(&yaml)))
         .collect();
-    wait_for(Duration::from_secs(15), "bus up on every node", || {
-        nodes
-            .iter()
-            .all(|n| n.metric("iogate_node_bus_up") == 1.0)
-            .then_some(())
-    });
+    iogate_testkit::wait_bus_up(&nodes);
 
     let mut fleet = Fleet::start();
     for n in &nodes {

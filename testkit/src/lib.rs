@@ -313,14 +313,7 @@ impl Node {
 
     /// Value of a metric line, e.g. `iogate_node_bus_dropped_total{reason="bus_down"}`.
     pub fn metric(&self, name: &str) -> f64 {
-        let (_, body) = self.get("/metrics");
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                (k == name).then(|| v.parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
+        metric_value(&self.get("/metrics").1, name)
     }
 
     /// Send a signal by name (TERM, INT, KILL).
@@ -340,6 +333,28 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the sample named exactly `name` (with its labels) in a Prometheus text body;
+/// 0 when absent (a labelled series that was never touched).
+pub fn metric_value(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Wait until every node's Redis bus is up (cross-node delivery needs the subscriptions).
+pub fn wait_bus_up(nodes: &[Node]) {
+    wait_for(Duration::from_secs(15), "bus up on every node", || {
+        nodes
+            .iter()
+            .all(|n| n.metric("iogate_node_bus_up") == 1.0)
+            .then_some(())
+    });
 }
 
 /// A plain HTTP/1.1 GET; returns status and body.
@@ -585,13 +600,7 @@ impl Lb {
     /// A metric from the admin `/metrics`.
     pub fn metric(&self, name: &str) -> f64 {
         let (_, body) = http_get(self.admin_port, "/metrics").expect("metrics");
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                (k == name).then(|| v.parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
+        metric_value(&body, name)
     }
 
     /// Replace the config file (the LB reloads it by itself).
