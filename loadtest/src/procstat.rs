@@ -17,28 +17,25 @@ pub fn cpu_time() -> Duration {
     Duration::from_millis(total * 1000 / hz)
 }
 
-/// Resident set size in bytes.
-pub fn rss_bytes() -> u64 {
+/// A `kB` field of /proc/self/status, in bytes (0 when unavailable).
+fn status_bytes(field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0;
     };
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
 }
 
+/// Resident set size in bytes.
+pub fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
 /// Peak resident set size in bytes.
 pub fn peak_rss_bytes() -> u64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    status_bytes("VmHWM:")
 }

@@ -18,6 +18,16 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "message-with-ack",
 ];
 
+/// Every `reason` label of `iogate_node_bus_dropped_total`.
+pub const BUS_DROP_REASONS: &[&str] = &[
+    "bus_down",
+    "timeout",
+    "error",
+    "unreached",
+    "queue_full",
+    "lagged",
+];
+
 /// Every metric of one node.
 #[derive(Clone)]
 pub struct NodeMetrics {
@@ -137,15 +147,8 @@ impl NodeMetrics {
         for t in ["polling", "websocket"] {
             metrics.sockets.with_label_values(&[t]).set(0);
         }
-        for reason in [
-            "bus_down",
-            "timeout",
-            "error",
-            "unreached",
-            "queue_full",
-            "lagged",
-        ] {
-            metrics.bus_dropped.with_label_values(&[reason]);
+        for reason in BUS_DROP_REASONS {
+            metrics.bus_dropped.with_label_values(&[*reason]);
         }
         Ok(metrics)
     }

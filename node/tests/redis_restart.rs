@@ -8,17 +8,10 @@ use iogate_testkit::{Fleet, Node, Redis, wait_for};
 use serde_json::{Value, json};
 
 fn dropped(n: &Node) -> f64 {
-    [
-        "bus_down",
-        "timeout",
-        "error",
-        "unreached",
-        "queue_full",
-        "lagged",
-    ]
-    .iter()
-    .map(|r| n.metric(&format!("iogate_node_bus_dropped_total{{reason=\"{r}\"}}")))
-    .sum()
+    iogate_node::metrics::BUS_DROP_REASONS
+        .iter()
+        .map(|r| n.metric(&format!("iogate_node_bus_dropped_total{{reason=\"{r}\"}}")))
+        .sum()
 }
 
 fn bus_state(n: &Node) -> String {

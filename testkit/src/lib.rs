@@ -12,6 +12,30 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// A child process owned by a test: signalled by name, polled for exit, killed on drop.
+pub struct Proc(Child);
+
+impl Proc {
+    /// Send a signal by name (TERM, INT, KILL, HUP, QUIT).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.0.id().to_string()])
+            .status();
+    }
+
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Poll `f` every 20 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -219,7 +243,7 @@ pub fn node_bin() -> PathBuf {
 pub struct Node {
     pub id: String,
     pub port: u16,
-    child: Child,
+    child: Proc,
     _config: Option<tempfile::NamedTempFile>,
 }
 
@@ -292,7 +316,7 @@ impl Node {
         let node = Node {
             id: id.to_string(),
             port,
-            child,
+            child: Proc(child),
             _config: None,
         };
         wait_for(Duration::from_secs(20), "server /readyz", || {
@@ -318,20 +342,11 @@ impl Node {
 
     /// Send a signal by name (TERM, INT, KILL).
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status();
+        self.child.signal(sig);
     }
 
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.try_wait()
     }
 }
 
@@ -375,7 +390,8 @@ pub fn js_dir() -> PathBuf {
 
 /// Official socket.io-client sockets in one Node.js process (testkit/js/fleet.mjs).
 pub struct Fleet {
-    child: Child,
+    /// Held for its Drop: the Node.js process dies with the fleet.
+    _child: Proc,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
     next_id: u64,
@@ -406,7 +422,7 @@ impl Fleet {
             }
         });
         Fleet {
-            child,
+            _child: Proc(child),
             stdin,
             lines,
             next_id: 1,
@@ -478,13 +494,6 @@ impl Fleet {
     }
 }
 
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A plain HTTP/1.1 POST with a text body; returns status and body.
 pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
     let raw = http_raw(
@@ -506,7 +515,7 @@ pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
 pub struct Lb {
     pub port: u16,
     pub admin_port: u16,
-    child: Child,
+    child: Proc,
     config: tempfile::NamedTempFile,
 }
 
@@ -553,7 +562,7 @@ impl Lb {
         let lb = Lb {
             port,
             admin_port,
-            child,
+            child: Proc(child),
             config,
         };
         wait_for(Duration::from_secs(20), "iogate-lb admin API", || {
@@ -611,20 +620,11 @@ impl Lb {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status();
+        self.child.signal(sig);
     }
 
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.try_wait()
     }
 }
 
