@@ -6,6 +6,7 @@
 //! Socket.IO packets with, and a receiver of [`Inbound`] events. Heartbeats are answered inside.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -13,9 +14,11 @@ use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::cookies::CookieJar;
 use crate::protocol::{self, EioPacket, SEPARATOR, SioPacket};
 
 /// Which transport a client uses.
@@ -114,6 +117,9 @@ pub struct ClientOptions {
     pub http: reqwest::Client,
     /// Source address to bind, if any.
     pub local_addr: Option<IpAddr>,
+    /// This client's cookie jar (`--cookies`); `None` sends no cookies, like socket.io-client in
+    /// Node.js by default.
+    pub cookies: Option<Arc<CookieJar>>,
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -149,14 +155,24 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn ws_open(t: &Target, o: &ClientOptions, sid: Option<&str>) -> Result<Ws, ConnectError> {
     let stream = tcp(t.addr, o.local_addr).await?;
-    let url = eio_url("ws", "websocket", t, sid);
+    let mut req = eio_url("ws", "websocket", t, sid)
+        .into_client_request()
+        .map_err(|e| ConnectError::new("handshake", e))?;
+    if let Some(c) = o.cookies.as_ref().and_then(|j| j.header())
+        && let Ok(v) = http::HeaderValue::from_str(&c)
+    {
+        req.headers_mut().insert(http::header::COOKIE, v);
+    }
     let (ws, resp) = tokio_tungstenite::client_async_with_config(
-        url,
+        req,
         MaybeTlsStream::Plain(stream),
         Some(ws_config()),
     )
     .await
     .map_err(|e| ConnectError::new("handshake", e))?;
+    if let Some(j) = &o.cookies {
+        j.store(resp.headers());
+    }
     if resp.status().as_u16() != 101 {
         return Err(ConnectError::new(
             "handshake",
@@ -200,13 +216,23 @@ fn eio_url(scheme: &str, transport: &str, t: &Target, sid: Option<&str>) -> Stri
     url
 }
 
+/// Add the client's cookies to a request, and keep the ones its response sets.
+async fn send_with_cookies(
+    o: &ClientOptions,
+    mut req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ConnectError> {
+    if let Some(c) = o.cookies.as_ref().and_then(|j| j.header()) {
+        req = req.header(http::header::COOKIE, c);
+    }
+    let r = req.send().await.map_err(|e| ConnectError::new("http", e))?;
+    if let Some(j) = &o.cookies {
+        j.store(r.headers());
+    }
+    Ok(r)
+}
+
 async fn poll_get(o: &ClientOptions, url: &str) -> Result<String, ConnectError> {
-    let r = o
-        .http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| ConnectError::new("http", e))?;
+    let r = send_with_cookies(o, o.http.get(url)).await?;
     let status = r.status();
     let body = r.text().await.map_err(|e| ConnectError::new("http", e))?;
     if !status.is_success() {
@@ -216,16 +242,16 @@ async fn poll_get(o: &ClientOptions, url: &str) -> Result<String, ConnectError> 
 }
 
 async fn poll_post(o: &ClientOptions, url: &str, body: String) -> Result<(), ConnectError> {
-    let r = o
+    let req = o
         .http
         .post(url)
         .header("content-type", "text/plain;charset=UTF-8")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| ConnectError::new("http", e))?;
-    if !r.status().is_success() {
-        return Err(ConnectError::new("http", format!("HTTP {}", r.status())));
+        .body(body);
+    let r = send_with_cookies(o, req).await?;
+    let status = r.status();
+    if !status.is_success() {
+        let body = r.text().await.unwrap_or_default();
+        return Err(ConnectError::new("http", format!("HTTP {status}: {body}")));
     }
     Ok(())
 }

@@ -58,6 +58,10 @@ struct Cli {
     /// Spread source addresses over 127.0.0.1 … 127.0.0.K (passes per-IP limits, more ports).
     #[arg(long, default_value_t = 0)]
     local_addrs: u8,
+    /// Keep a cookie jar per client, like a browser: cookies a response sets are sent on the
+    /// client's later requests (for proxies that pin sessions with a cookie).
+    #[arg(long)]
+    cookies: bool,
     /// Reconnect after a lost session, like socket.io-client.
     #[arg(long)]
     reconnect: bool,
@@ -179,6 +183,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         connect_timeout: cli.connect_timeout,
         ack_timeout: cli.ack_timeout,
         drain: cli.drain,
+        cookies: cli.cookies,
     };
     let live = !cli.quiet && std::io::stderr().is_terminal();
     let mut summaries = Vec::new();

@@ -106,6 +106,8 @@ pub struct Env {
     pub ack_timeout: Duration,
     /// How long to wait for in-flight deliveries after the senders stop.
     pub drain: Duration,
+    /// Give every client a cookie jar (kept across its reconnects).
+    pub cookies: bool,
 }
 
 /// A time-series point for the report.
@@ -264,11 +266,16 @@ pub async fn run_phase(
         {
             while Instant::now() >= next_churn {
                 next_churn += iv;
-                let i = churn_rng.random_range(0..n.max(1));
-                if let Ok(s) = run.sessions.lock()
-                    && let Some(Some(sess)) = s.get(i)
-                {
-                    sess.close();
+                // Close a connected client: the slot is taken so the same session is not picked
+                // again while it closes; a few tries skip clients that are reconnecting.
+                if let Ok(mut s) = run.sessions.lock() {
+                    for _ in 0..16 {
+                        let i = churn_rng.random_range(0..n.max(1));
+                        if let Some(sess) = s.get_mut(i).and_then(Option::take) {
+                            sess.close();
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -307,11 +314,32 @@ pub async fn run_phase(
     tokio::time::sleep(run.env.drain).await;
     run.stop_all.store(true, Ordering::Release);
     run.stop_notify.notify_waiters();
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    // One bound for all clients to finish their goodbyes, not one per client; stragglers are
+    // aborted.
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::future::join_all(tasks),
+    )
+    .await;
+    for a in aborts {
+        a.abort();
     }
     progress(&run, run.start.elapsed());
     (run, samples)
+}
+
+/// Resolves once the phase is over. Registers with the notifier *before* checking the flag, so a
+/// stop that lands while the task is busy elsewhere is not missed (`notify_waiters` keeps no
+/// permit for tasks that were not waiting at that instant).
+async fn stopped(run: &Run) {
+    let n = run.stop_notify.notified();
+    tokio::pin!(n);
+    n.as_mut().enable();
+    if run.stop_all.load(Ordering::Acquire) {
+        return;
+    }
+    n.await;
 }
 
 fn failures_total(run: &Run) -> u64 {
@@ -332,6 +360,10 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
         connect_timeout: run.env.connect_timeout,
         http,
         local_addr: local,
+        cookies: run
+            .env
+            .cookies
+            .then(|| Arc::new(crate::cookies::CookieJar::default())),
     };
     let auth = if run.phase.scenario == Scenario::Room {
         json!({ "room": format!("room-{}", run.room_of(i)) })
@@ -391,7 +423,7 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
                     let d = backoff(attempt, &mut rng);
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
-                        _ = run.stop_notify.notified() => return,
+                        _ = stopped(&run) => return,
                     }
                 }
             }
@@ -406,7 +438,7 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
                 attempt += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
-                    _ = run.stop_notify.notified() => return,
+                    _ = stopped(&run) => return,
                 }
             }
         }
@@ -453,6 +485,9 @@ async fn drive(
     // Only echo waits for acks; idle clients must not wake up for nothing (10,000 timers).
     let echo = run.phase.scenario == Scenario::Echo;
     let mut ack_sweep = tokio::time::interval(Duration::from_millis(500));
+    // Created once: it stays registered while this client is busy with inbound traffic.
+    let stop = stopped(run);
+    tokio::pin!(stop);
     loop {
         let send_at = next_send.filter(|_| !run.stop_sending.load(Ordering::Acquire));
         tokio::select! {
@@ -495,7 +530,7 @@ async fn drive(
                 pending_acks.retain(|_, t| now.saturating_sub(*t) < timeout);
                 run.stats.acks_timed_out.fetch_add((before - pending_acks.len()) as u64, Ordering::Relaxed);
             }
-            _ = run.stop_notify.notified() => {
+            _ = &mut stop => {
                 s.close();
                 // Wait briefly for the transport to finish the close.
                 let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some(ev) = rx.recv().await { if matches!(ev, Inbound::Closed(_)) { break; } } }).await;
