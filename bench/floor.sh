@@ -4,31 +4,31 @@
 #  - WebSocket echo round trip straight to one iogate-node, no load balancer, no Redis.
 #
 #   bench/floor.sh [REQUESTS=200000] [ECHO_CLIENTS=100] [SECONDS=10]
+#   bench/floor.sh 2000 10 2          # smoke run (CI)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 REQ=${1:-200000}
 CLIENTS=${2:-100}
 SECS=${3:-10}
-command -v redis-server >/dev/null || { echo "install redis-server (apt-get install -y redis-server redis-tools)" >&2; exit 1; }
-cargo build --release -q -p iogate-node -p iogate-loadtest
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-free_port() { local p; while :; do p=$(( 20000 + RANDOM % 12000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
-wait_tcp() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+out_dir /tmp/iogate-floor
+need redis-server:redis-server redis-benchmark:redis-tools python3:python3 curl:curl
+bench_build iogate-node iogate-loadtest
+md_open floor "bench/floor.sh $*"
+md "Versions: $(redis-server --version | awk '{print $1, $3}'), iogate-node $("$BIN/iogate-node" --version | awk '{print $2}')." "" \
+   "| measurement | result |" "|---|---|"
 
-RP=$(free_port)
-redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
-pids+=($!)
-wait_tcp "$RP"
-echo "== redis-benchmark SPUBLISH ($REQ requests, 50 connections)"
-redis-benchmark -p "$RP" -q -n "$REQ" -c 50 spublish iogate-floor hello | tr '\r' '\n' | grep -E "requests per second" | tail -1 | sed 's/^/no pipelining: /'
-redis-benchmark -p "$RP" -q -n "$REQ" -c 50 -P 16 spublish iogate-floor hello | tr '\r' '\n' | grep -E "requests per second" | tail -1 | sed 's/^/pipeline 16:   /'
+start_redis
+spublish() { # extra redis-benchmark args -> "N publishes/s, p50 X ms"
+  redis-benchmark -p "$RP" -q -n "$REQ" -c 50 "$@" spublish iogate-floor hello | tr '\r' '\n' \
+    | grep -E "requests per second" | tail -1 \
+    | sed -E 's/.*: ([0-9.]+) requests per second, p50=([0-9.]+) msec.*/\1 publishes\/s, p50 \2 ms/'
+}
+md "| \`redis-benchmark -c 50 spublish\` (no pipelining) | $(spublish) |"
+md "| \`redis-benchmark -c 50 -P 16 spublish\` | $(spublish -P 16) |"
 
 NP=$(free_port)
-./target/release/iogate-node --listen "127.0.0.1:$NP" --node-id floor --redis-url none >/dev/null 2>&1 &
-pids+=($!)
-wait_tcp "$NP"
-echo "== WebSocket echo straight to one iogate-node: $CLIENTS clients, 10 echo/s each, ${SECS}s"
-./target/release/iogate-loadtest --quiet --url "http://127.0.0.1:$NP" --scenario echo --clients "$CLIENTS" \
-  --rate 10 --duration "${SECS}s" 2>&1 | grep -E "latency ms|acks"
+start_node "$NP" floor none
+f="$OUT/echo.json"
+loadtest --url "http://127.0.0.1:$NP" --scenario echo --clients "$CLIENTS" --rate 10 --duration "${SECS}s" --json "$f"
+md "$(jget "$f" "'| WebSocket echo to one iogate-node, $CLIENTS clients × 10/s | RTT p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, %d of %d acks lost |' % (d['accounting']['latency_ms']['p50'], d['accounting']['latency_ms']['p99'], d['accounting']['latency_ms']['p999'], d['accounting']['acks_timed_out'], d['accounting']['acks_sent'])")"
+echo "results in $MD" >&2

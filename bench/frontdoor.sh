@@ -5,96 +5,92 @@
 #
 #   bench/frontdoor.sh [ECHO_CLIENTS=1000] [IDLE_CLIENTS=10000] [SECONDS=20]
 #   bench/frontdoor.sh 50 200 3        # smoke run (CI)
-#   PARTS=b bench/frontdoor.sh         # only part (b)
+#   PARTS=c bench/frontdoor.sh         # only part (c); PARTS=a,b,c,d is the default
 #
 # (a) echo: ECHO_CLIENTS WebSocket clients, 2 acked echoes/s each: RTT p50/p99 and the part the
 #     proxy adds over going direct; the proxy's CPU seconds and RSS.
 # (b) idle: IDLE_CLIENTS WebSocket sessions held open: the proxy's RSS per session.
+# (c) new sessions: ECHO_CLIENTS/2 WebSocket clients churned (close, reconnect) at a rising
+#     rate (CHURN_RATES, new sessions/s), SECONDS per rung, until connects fail or the achieved
+#     rate falls under 90 % of the target: max sustained new sessions/s and p99 handshake time
+#     (TCP connect to Socket.IO CONNECT acknowledged).
+# (d) long-polling: ECHO_CLIENTS/2 polling-only clients with a cookie jar, 2 acked echoes/s
+#     each. Stickiness: nginx pins with a cookie it sets itself (open-source nginx has no
+#     `sticky`: a map from the cookie to one-server upstreams), HAProxy with `cookie … insert`,
+#     iogate-lb by learning the Engine.IO sid (no cookie). nginx without stickiness is run too,
+#     to show what the cookie is for.
 # Installs nginx and haproxy from Debian packages when missing (needs root).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-FDS=$(ulimit -n)
-# A proxied session costs the proxy two descriptors (client + upstream).
-MAX_IDLE=$(( FDS / 2 - 500 ))
+source "$(dirname "$0")/lib.sh"
 ECHO_N=${1:-1000}
 IDLE_N=${2:-10000}
 SECS=${3:-20}
-if [ "$IDLE_N" -gt "$MAX_IDLE" ]; then
-  echo "note: the open-files limit is $FDS; holding $MAX_IDLE idle sessions instead of $IDLE_N" >&2
-  IDLE_N=$MAX_IDLE
-fi
-OUT=${OUT:-/tmp/iogate-frontdoor}
-mkdir -p "$OUT"
-
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v redis-server >/dev/null || need+=(redis-server)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+POLL_N=$(( ECHO_N / 2 ))
+CHURN_N=$(( ECHO_N / 2 ))
+CHURN_RATES=${CHURN_RATES:-"100 200 500 1000 2000 4000"}
+# A proxied session costs the proxy two descriptors (client + upstream).
+IDLE_N=$(cap_to_fds "$IDLE_N" $(( FDS / 2 - 500 )))
+out_dir /tmp/iogate-frontdoor
+need nginx:nginx haproxy:haproxy redis-server:redis-server curl:curl python3:python3 ss:iproute2
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-cargo build --release -q -p iogate-node -p iogate-lb -p iogate-loadtest
+bench_build iogate-node iogate-lb iogate-loadtest
+md_open frontdoor "bench/frontdoor.sh $*"
+md "Versions: iogate-lb $("$BIN/iogate-lb" --version | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | awk '{print $1, $3}')." ""
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-free_port() { local p; while :; do p=$(( 20000 + RANDOM % 12000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
-wait_tcp() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-hz=$(getconf CLK_TCK)
-# CPU ticks and RSS (KiB) summed over a process and its children (nginx workers).
-tree() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
-ticks() { local t=0; for p in $(tree "$1"); do t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo "$t"; }
-rss() { local r=0; for p in $(tree "$1"); do r=$(( r + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) )); done; echo "$r"; }
-
-RP=$(free_port)
-redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
-pids+=($!)
-wait_tcp "$RP"
+start_redis
 N1=$(free_port); N2=$(free_port)
-for p in "$N1" "$N2"; do
-  ./target/release/iogate-node --listen "127.0.0.1:$p" --node-id "n$p" --redis-url "redis://127.0.0.1:$RP" >"$OUT/node-$p.log" 2>&1 &
-  pids+=($!)
-  wait_tcp "$p"
-done
-node_sockets() { local s=0; for p in "$N1" "$N2"; do s=$(( s + $(curl -fsS "127.0.0.1:$p/metrics" | awk '/^iogate_node_sockets\{transport="websocket"\}/ {print $2}') )); done; echo "$s"; }
+start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"
+start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"
+DIRECT=(--url "http://127.0.0.1:$N1" --url "http://127.0.0.1:$N2")
 
-start_proxy() { # name -> sets PPID_ and PORT
+# start_proxy iogate-lb|nginx|nginx-nosticky|haproxy: sets PROXY_PID and PORT.
+start_proxy() {
   PORT=$(free_port)
   case $1 in
     iogate-lb)
-      local admin; admin=$(free_port)
-      ./target/release/iogate-lb --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$N1" --upstream "127.0.0.1:$N2" \
-        --admin "127.0.0.1:$admin" --pid-file "$OUT/lb.pid" --upgrade-sock "$OUT/lb.sock" >"$OUT/lb.log" 2>&1 &
-      PPID_=$!
-      for _ in $(seq 1 100); do [ "$(curl -fsS "127.0.0.1:$admin/api/backends" 2>/dev/null | grep -c '"up"')" -eq 2 ] && break; sleep 0.1; done ;;
-    nginx)
-      mkdir -p "$OUT/nginx"
-      cat >"$OUT/nginx/nginx.conf" <<CONF
+      start_lb "$PORT" "$N1" "$N2"
+      PROXY_PID=$LB_PID ;;
+    nginx|nginx-nosticky)
+      local conf="$OUT/nginx-$1"
+      mkdir -p "$conf"
+      local pass='http://io' cookie=''
+      if [ "$1" = nginx ]; then
+        # Cookie stickiness in open-source nginx: the first request of a client goes to the
+        # least_conn group and the response pins the client with a cookie naming the server;
+        # later requests carrying the cookie go to a group of that one server.
+        pass='http://$sticky'
+        cookie='add_header Set-Cookie "srv=$backend_name; Path=/; HttpOnly" always;'
+      fi
+      cat >"$conf/nginx.conf" <<CONF
 worker_processes 2;
 worker_rlimit_nofile $FDS;
 events { worker_connections $(( FDS / 2 )); }
 http {
   access_log off;
   upstream io { least_conn; server 127.0.0.1:$N1; server 127.0.0.1:$N2; }
+  upstream io_n1 { server 127.0.0.1:$N1; }
+  upstream io_n2 { server 127.0.0.1:$N2; }
+  map \$cookie_srv \$sticky { n1 io_n1; n2 io_n2; default io; }
+  map \$upstream_addr \$backend_name { 127.0.0.1:$N1 n1; 127.0.0.1:$N2 n2; default ""; }
   map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
   server {
     listen 127.0.0.1:$PORT;
     location / {
-      proxy_pass http://io;
+      proxy_pass $pass;
       proxy_http_version 1.1;
       proxy_set_header Upgrade \$http_upgrade;
       proxy_set_header Connection \$connection_upgrade;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_read_timeout 600s;
+      $cookie
     }
   }
 }
 CONF
-      "$NGINX" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -g "daemon off; pid $OUT/nginx/nginx.pid; error_log $OUT/nginx/error.log;" &
-      PPID_=$! ;;
+      "$NGINX" -p "$conf" -c "$conf/nginx.conf" -g "daemon off; pid $conf/nginx.pid; error_log $conf/error.log;" &
+      PROXY_PID=$!; pids+=("$PROXY_PID")
+      wait_tcp "$PORT" ;;
     haproxy)
       cat >"$OUT/haproxy.cfg" <<CONF
 global
@@ -112,68 +108,123 @@ frontend fe
 backend be
   balance leastconn
   option forwardfor
-  server n1 127.0.0.1:$N1
-  server n2 127.0.0.1:$N2
+  cookie SRV insert indirect nocache httponly
+  server n1 127.0.0.1:$N1 cookie n1
+  server n2 127.0.0.1:$N2 cookie n2
 CONF
       "$HAPROXY" -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
-      PPID_=$! ;;
+      PROXY_PID=$!; pids+=("$PROXY_PID")
+      wait_tcp "$PORT" ;;
   esac
-  pids+=($PPID_)
-  wait_tcp "$PORT"
 }
+stop_proxy() { stop_pid "$PROXY_PID"; }
 
-loadtest() { ./target/release/iogate-loadtest --quiet "$@" 2>/dev/null; }
-jget() { python3 -c "import json,sys; d=json.load(open('$1'))[0]; print($2)"; }
+# Echo run through URLs; fields of the JSON summary for the tables.
+lat() { jget "$1" "'%.3f' % d['accounting']['latency_ms']['$2']"; }
+fails() { jget "$1" "sum(d['accounting']['failures'].values())"; }
 
-results="$OUT/results.txt"
-: >"$results"
-PARTS=${PARTS:-a,b}
+PARTS=${PARTS:-a,b,c,d}
 if [[ $PARTS == *a* ]]; then
-echo "== (a) echo: $ECHO_N WebSocket clients, 2 echo/s each, ${SECS}s" | tee -a "$results"
-loadtest --url "http://127.0.0.1:$N1" --url "http://127.0.0.1:$N2" --scenario echo --clients "$ECHO_N" \
-  --connect-rate 1000 --rate 2 --duration "${SECS}s" --json "$OUT/direct-echo.json"
-d50=$(jget "$OUT/direct-echo.json" "d['accounting']['latency_ms']['p50']"); d99=$(jget "$OUT/direct-echo.json" "d['accounting']['latency_ms']['p99']")
-printf '%-10s p50 %7.3f ms  p99 %7.3f ms\n' direct "$d50" "$d99" | tee -a "$results"
-for proxy in iogate-lb nginx haproxy; do
-  start_proxy "$proxy"
-  c0=$(ticks "$PPID_")
-  loadtest --url "http://127.0.0.1:$PORT" --scenario echo --clients "$ECHO_N" --connect-rate 1000 --rate 2 \
-    --duration "${SECS}s" --json "$OUT/$proxy-echo.json"
-  c1=$(ticks "$PPID_"); r=$(rss "$PPID_")
-  p50=$(jget "$OUT/$proxy-echo.json" "d['accounting']['latency_ms']['p50']"); p99=$(jget "$OUT/$proxy-echo.json" "d['accounting']['latency_ms']['p99']")
-  lost=$(jget "$OUT/$proxy-echo.json" "d['accounting']['acks_timed_out']")
-  awk -v n="$proxy" -v a="$p50" -v b="$p99" -v da="$d50" -v db="$d99" -v c="$(( c1 - c0 ))" -v hz="$hz" -v r="$r" -v l="$lost" \
-    'BEGIN { printf "%-10s p50 %7.3f ms  p99 %7.3f ms  added p50 %+.3f p99 %+.3f ms  cpu %.2f s  rss %.1f MiB  ack timeouts %d\n", n, a, b, a-da, b-db, c/hz, r/1024, l }' | tee -a "$results"
-  kill "$PPID_"; wait "$PPID_" 2>/dev/null || true
-done
-
-fi
-if [[ $PARTS == *b* ]]; then
-echo "== (b) idle: $IDLE_N WebSocket sessions" | tee -a "$results"
-for proxy in iogate-lb nginx haproxy; do
-  start_proxy "$proxy"
-  sleep 1
-  r0=$(rss "$PPID_")
-  loadtest --url "http://127.0.0.1:$PORT" --scenario idle --clients "$IDLE_N" --connect-rate 2000 \
-    --duration $(( SECS + 60 ))s --json "$OUT/$proxy-idle.json" &
-  LT=$!
-  # Wait until every session is up, or the count stops growing for 3 s (a proxy refusing some).
-  last=-1; still=0
-  for _ in $(seq 1 600); do
-    now=$(node_sockets)
-    [ "$now" -ge "$IDLE_N" ] && break
-    if [ "$now" -eq "$last" ] && [ "$now" -gt 0 ]; then still=$(( still + 1 )); else still=0; fi
-    [ "$still" -ge 15 ] && break
-    last=$now; sleep 0.2
+  echo "== (a) echo: $ECHO_N WebSocket clients" >&2
+  md "### (a) $ECHO_N WebSocket clients, 2 acked echoes/s each, ${SECS} s" "" \
+     "| | RTT p50 | RTT p99 | added over direct (p50 / p99) | proxy CPU | proxy RSS | ack timeouts |" \
+     "|---|---|---|---|---|---|---|"
+  loadtest "${DIRECT[@]}" --scenario echo --clients "$ECHO_N" --connect-rate 1000 --rate 2 \
+    --duration "${SECS}s" --json "$OUT/direct-echo.json"
+  d50=$(lat "$OUT/direct-echo.json" p50); d99=$(lat "$OUT/direct-echo.json" p99)
+  md "| direct | $d50 ms | $d99 ms | — | — | — | $(jget "$OUT/direct-echo.json" "d['accounting']['acks_timed_out']") |"
+  for proxy in iogate-lb nginx haproxy; do
+    start_proxy "$proxy"
+    c0=$(ticks "$PROXY_PID")
+    loadtest --url "http://127.0.0.1:$PORT" --scenario echo --clients "$ECHO_N" --connect-rate 1000 --rate 2 \
+      --duration "${SECS}s" --json "$OUT/$proxy-echo.json"
+    c1=$(ticks "$PROXY_PID"); r=$(rss "$PROXY_PID")
+    f="$OUT/$proxy-echo.json"
+    md "$(awk -v n="$proxy" -v a="$(lat "$f" p50)" -v b="$(lat "$f" p99)" -v da="$d50" -v db="$d99" \
+      -v c="$(( c1 - c0 ))" -v hz="$HZ" -v r="$r" -v l="$(jget "$f" "d['accounting']['acks_timed_out']")" \
+      'BEGIN { printf "| %s | %.3f ms | %.3f ms | %+.3f / %+.3f ms | %.2f s | %.1f MiB | %d |", n, a, b, a-da, b-db, c/hz, r/1024, l }')"
+    stop_proxy
   done
-  got=$(node_sockets); sleep 2
-  r1=$(rss "$PPID_")
-  awk -v n="$proxy" -v g="$got" -v a="$r0" -v b="$r1" \
-    'BEGIN { printf "%-10s sessions %d  rss idle %.1f MiB -> %.1f MiB  = %.2f KiB per session\n", n, g, a/1024, b/1024, (b-a)/(g>0?g:1) }' | tee -a "$results"
-  [ -f "$OUT/$proxy-idle.json" ] || true
-  kill "$LT" 2>/dev/null; wait "$LT" 2>/dev/null || true
-  kill "$PPID_"; wait "$PPID_" 2>/dev/null || true
-  for _ in $(seq 1 100); do [ "$(node_sockets)" -eq 0 ] && break; sleep 0.2; done
-done
+  md ""
 fi
-echo "results in $results"
+
+if [[ $PARTS == *b* ]]; then
+  echo "== (b) idle: $IDLE_N WebSocket sessions" >&2
+  md "### (b) $IDLE_N idle WebSocket sessions" "" \
+     "| | sessions | RSS before → with sessions | per session |" "|---|---|---|---|"
+  for proxy in iogate-lb nginx haproxy; do
+    start_proxy "$proxy"
+    sleep 1
+    r0=$(rss "$PROXY_PID")
+    loadtest --url "http://127.0.0.1:$PORT" --scenario idle --clients "$IDLE_N" --connect-rate 2000 \
+      --duration 600s &
+    LT=$!; pids+=("$LT")
+    wait_established "$IDLE_N" "$N1" "$N2"
+    got=$(established "$N1" "$N2"); sleep 2
+    r1=$(rss "$PROXY_PID")
+    md "$(awk -v n="$proxy" -v g="$got" -v a="$r0" -v b="$r1" \
+      'BEGIN { printf "| %s | %d | %.1f → %.1f MiB | %.1f KiB |", n, g, a/1024, b/1024, (b-a)/(g>0?g:1) }')"
+    stop_pid "$LT"
+    stop_proxy
+    for _ in $(seq 1 100); do [ "$(established "$N1" "$N2")" -eq 0 ] && break; sleep 0.2; done
+  done
+  md ""
+fi
+
+if [[ $PARTS == *c* ]]; then
+  echo "== (c) new sessions/s: $CHURN_N WebSocket clients churned" >&2
+  md "### (c) new WebSocket sessions per second ($CHURN_N clients churned, ${SECS} s per rung)" "" \
+     "| | target/s | achieved/s | handshake p50 | handshake p99 | connect failures | proxy CPU | |" \
+     "|---|---|---|---|---|---|---|---|"
+  declare -A CMAX CP99
+  for proxy in direct iogate-lb nginx haproxy; do
+    CMAX[$proxy]=0; CP99[$proxy]="—"
+    for rate in $CHURN_RATES; do
+      if [ "$proxy" = direct ]; then urls=("${DIRECT[@]}"); PROXY_PID=""; else start_proxy "$proxy"; urls=(--url "http://127.0.0.1:$PORT"); fi
+      c0=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0)
+      f="$OUT/$proxy-churn-$rate.json"
+      loadtest "${urls[@]}" --scenario churn --clients "$CHURN_N" --connect-rate 2000 --rate "$rate" \
+        --duration "${SECS}s" --local-addrs 8 --json "$f" || true
+      c1=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0)
+      [ -n "$PROXY_PID" ] && stop_proxy
+      [ -s "$f" ] || { md "| $proxy | $rate | loadtest failed | | | | | |"; break; }
+      achieved=$(jget "$f" "round((d['connects'] - d['clients']) / $SECS)")
+      nf=$(fails "$f")
+      ok=$(awk -v a="$achieved" -v t="$rate" -v f="$nf" 'BEGIN { print (f == 0 && a >= 0.9 * t) ? 1 : 0 }')
+      md "$(awk -v n="$proxy" -v t="$rate" -v a="$achieved" -v p50="$(jget "$f" "d['accounting']['connect_ms']['p50']")" \
+        -v p99="$(jget "$f" "d['accounting']['connect_ms']['p99']")" -v f="$nf" -v c="$(( c1 - c0 ))" -v hz="$HZ" -v ok="$ok" \
+        'BEGIN { printf "| %s | %d | %d | %.2f ms | %.2f ms | %d | %s | %s |", n, t, a, p50, p99, f, (n == "direct" ? "—" : sprintf("%.2f s", c/hz)), (ok ? "pass" : "**stop**") }')"
+      [ "$ok" = 1 ] || break
+      CMAX[$proxy]=$achieved; CP99[$proxy]=$(jget "$f" "'%.2f ms' % d['accounting']['connect_ms']['p99']")
+      # Let TIME_WAIT sockets of the rung clear a little before the next one.
+      sleep 2
+    done
+  done
+  md "" "Max sustained new sessions/s (p99 handshake at that rate): direct ${CMAX[direct]} (${CP99[direct]}), iogate-lb ${CMAX[iogate-lb]} (${CP99[iogate-lb]}), nginx ${CMAX[nginx]} (${CP99[nginx]}), HAProxy ${CMAX[haproxy]} (${CP99[haproxy]})." ""
+fi
+
+if [[ $PARTS == *d* ]]; then
+  echo "== (d) long-polling: $POLL_N clients" >&2
+  md "### (d) $POLL_N long-polling clients (cookie jar on), 2 acked echoes/s each, ${SECS} s" "" \
+     "| | stickiness | connected | connect failures | RTT p50 | RTT p99 | ack timeouts | proxy CPU | proxy RSS |" \
+     "|---|---|---|---|---|---|---|---|---|"
+  for proxy in direct iogate-lb nginx haproxy nginx-nosticky; do
+    case $proxy in
+      direct) how="none needed (clients pick a node)";; iogate-lb) how="Engine.IO sid learned, no cookie";;
+      nginx) how="cookie set by nginx (map)";; haproxy) how="cookie insert";; nginx-nosticky) how="none (least_conn only)";;
+    esac
+    if [ "$proxy" = direct ]; then urls=("${DIRECT[@]}"); PROXY_PID=""; else start_proxy "$proxy"; urls=(--url "http://127.0.0.1:$PORT"); fi
+    c0=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0)
+    f="$OUT/$proxy-polling.json"
+    loadtest "${urls[@]}" --transport polling --cookies --scenario echo --clients "$POLL_N" --connect-rate 500 \
+      --rate 2 --duration "${SECS}s" --json "$f" || true
+    c1=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0); r=$([ -n "$PROXY_PID" ] && rss "$PROXY_PID" || echo 0)
+    [ -n "$PROXY_PID" ] && stop_proxy
+    md "$(awk -v n="$proxy" -v h="$how" -v g="$(jget "$f" "d['connected_peak']")" -v f="$(fails "$f")" \
+      -v a="$(lat "$f" p50)" -v b="$(lat "$f" p99)" -v l="$(jget "$f" "d['accounting']['acks_timed_out']")" \
+      -v c="$(( c1 - c0 ))" -v hz="$HZ" -v r="$r" \
+      'BEGIN { printf "| %s | %s | %d | %d | %.3f ms | %.3f ms | %d | %s | %s |", n, h, g, f, a, b, l, (n == "direct" ? "—" : sprintf("%.2f s", c/hz)), (n == "direct" ? "—" : sprintf("%.1f MiB", r/1024)) }')"
+  done
+  md ""
+fi
+echo "results in $MD" >&2

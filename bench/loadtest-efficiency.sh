@@ -5,61 +5,50 @@
 # client process during the idle window, and the ratios.
 #
 #   bench/loadtest-efficiency.sh [N=10000] [IDLE_SECONDS=30]
-#
-# Needs: a release build (done here), node + npm ci in testkit/js (done here if missing).
+#   bench/loadtest-efficiency.sh 100 2     # smoke run (CI)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 N=${1:-10000}
 IDLE=${2:-30}
-ulimit -n 200000 2>/dev/null || ulimit -n 65536 2>/dev/null || true
-[ -d testkit/js/node_modules/socket.io-client ] || npm ci --prefix testkit/js --no-audit --no-fund
-cargo build --release -q -p iogate-node -p iogate-loadtest
+out_dir /tmp/iogate-loadtest-efficiency
+need curl:curl ss:iproute2
+need_js
+bench_build iogate-node iogate-loadtest
+md_open loadtest-efficiency "bench/loadtest-efficiency.sh $*"
+md "Versions: iogate-loadtest $("$BIN/iogate-loadtest" --version | awk '{print $2}'), Node.js $(node --version), socket.io-client $(node -p 'require("./bench/js/node_modules/socket.io-client/package.json").version')." "" \
+   "| client process | connected | RSS | CPU while idle (% of one core) |" "|---|---|---|---|"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-free_port() { local p; while :; do p=$(( 20000 + RANDOM % 40000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
 PORT=$(free_port)
-./target/release/iogate-node --listen "127.0.0.1:$PORT" --node-id bench --redis-url none >/tmp/iogate-bench-node.log 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+start_node "$PORT" bench none
 URL="http://127.0.0.1:$PORT"
 
-sockets() { curl -fsS "$URL/metrics" | awk '/^iogate_node_sockets\{transport="websocket"\}/ {print $2}'; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-hz=$(getconf CLK_TCK)
-
-measure() { # name pid -> prints "name rss_mib cpu_pct"
+# measure NAME PID: wait for the N sessions, let the burst settle, sample CPU over IDLE seconds.
+measure() {
   local name=$1 pid=$2
-  for _ in $(seq 1 600); do [ "$(sockets)" -ge "$N" ] 2>/dev/null && break; sleep 0.2; done
-  local got; got=$(sockets)
-  sleep 3 # let the connect burst settle
+  wait_established "$N" "$PORT"
+  local got; got=$(established "$PORT")
+  sleep 3
   local t0 c0 t1 c1
   t0=$(date +%s.%N); c0=$(ticks "$pid")
   sleep "$IDLE"
   t1=$(date +%s.%N); c1=$(ticks "$pid")
-  local rss; rss=$(rss_kb "$pid")
-  awk -v n="$name" -v g="$got" -v r="$rss" -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$hz" \
-    'BEGIN { printf "%s connected=%s rss_mib=%.1f cpu_pct_of_one_core=%.2f\n", n, g, r/1024, (c1-c0)*100/hz/(t1-t0) }'
+  awk -v n="$name" -v g="$got" -v r="$(rss "$pid")" -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$HZ" \
+    'BEGIN { printf "%s %d %.1f %.2f\n", n, g, r/1024, (c1-c0)*100/hz/(t1-t0) }'
 }
 
-./target/release/iogate-loadtest --url "$URL" --scenario idle --clients "$N" --connect-rate 2000 \
+"$BIN/iogate-loadtest" --url "$URL" --scenario idle --clients "$N" --connect-rate 2000 \
   --duration $(( IDLE + 120 ))s --quiet >/dev/null 2>&1 &
-LT=$!; pids+=($LT)
-ours=$(measure iogate-loadtest "$LT")
-kill "$LT"; wait "$LT" 2>/dev/null || true
-for _ in $(seq 1 100); do [ "$(sockets)" -eq 0 ] 2>/dev/null && break; sleep 0.2; done
+LT=$!; pids+=("$LT")
+read -r _ og orss ocpu <<<"$(measure iogate-loadtest "$LT")"
+stop_pid "$LT"
+for _ in $(seq 1 100); do [ "$(established "$PORT")" -eq 0 ] && break; sleep 0.2; done
 
-node bench/idle-clients.mjs "$URL" "$N" 2000 >/dev/null 2>&1 &
-JS=$!; pids+=($JS)
-theirs=$(measure socket.io-client "$JS")
-kill "$JS"; wait "$JS" 2>/dev/null || true
+node bench/js/idle-clients.mjs "$URL" "$N" 2000 >/dev/null 2>&1 &
+JS=$!; pids+=("$JS")
+read -r _ tg trss tcpu <<<"$(measure socket.io-client "$JS")"
+stop_pid "$JS"
 
-echo "$ours"
-echo "$theirs"
-ro=$(echo "$ours" | sed -E 's/.*rss_mib=([0-9.]+).*/\1/'); rt=$(echo "$theirs" | sed -E 's/.*rss_mib=([0-9.]+).*/\1/')
-co=$(echo "$ours" | sed -E 's/.*cpu_pct_of_one_core=([0-9.]+).*/\1/'); ct=$(echo "$theirs" | sed -E 's/.*cpu_pct_of_one_core=([0-9.]+).*/\1/')
-awk -v ro="$ro" -v rt="$rt" -v co="$co" -v ct="$ct" \
-  'BEGIN { printf "ratio socket.io-client / iogate-loadtest: rss %.1fx, cpu %.1fx\n", rt/ro, ct/(co+0.001) }'
+md "| iogate-loadtest | $og | $orss MiB | $ocpu % |" "| socket.io-client (Node.js) | $tg | $trss MiB | $tcpu % |"
+md "$(awk -v ro="$orss" -v rt="$trss" -v co="$ocpu" -v ct="$tcpu" \
+  'BEGIN { printf "| ratio (socket.io-client ÷ iogate-loadtest) | | %.1f× | %.1f× |", rt/ro, ct/(co>0?co:0.01) }')"
+echo "results in $MD" >&2

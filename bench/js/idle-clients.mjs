@@ -1,9 +1,7 @@
 // The baseline for the load generator's efficiency benchmark: N official socket.io-client
 // sockets (WebSocket transport) held open in one Node.js process.
-// Usage: node bench/idle-clients.mjs URL N [connectRatePerSec]
-import { createRequire } from "node:module";
-const require = createRequire(new URL("../testkit/js/package.json", import.meta.url));
-const { io } = require("socket.io-client");
+// Usage: node bench/js/idle-clients.mjs URL N [connectRatePerSec]
+import { io } from "socket.io-client";
 
 const url = process.argv[2];
 const n = Number(process.argv[3] ?? 10000);

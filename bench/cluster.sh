@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Cluster benchmark: 2 × iogate-node + Redis vs 2 × Node.js socket.io + @socket.io/redis-adapter
+# + Redis, each behind the same front door (iogate-lb), with iogate-loadtest as the client, all
+# on this machine in one run.
+#
+#   bench/cluster.sh [CLIENTS=2000] [STEP_SECONDS=10] [IDLE_CLIENTS=10000] [FIXED_RATE=10]
+#   bench/cluster.sh 50 2 200 5          # smoke run (CI)
+#   RATES="5 10 20 40" bench/cluster.sh  # the message-rate ladder (messages/s over all clients)
+#
+# 1. Broadcast fan-out: CLIENTS WebSocket clients spread by the LB over both nodes; every
+#    `chat:message` goes to all of them (CLIENTS deliveries per message). The total message rate
+#    climbs the ladder, one STEP_SECONDS run per rung. The last rung with p99 delivery latency
+#    ≤ 100 ms and nothing lost is the max sustained deliveries/s. The ladder goes on past that
+#    until a message is lost or p99 passes 1 s, for the max lossless deliveries/s (latency
+#    aside). Per rung: p50/p99, loss, each node's and the LB's CPU (% of one core), the nodes'
+#    peak RSS, the generator's CPU.
+# 2. p99 at FIXED_RATE messages/s (a rung of the ladder; added when missing).
+# 3. Memory per idle client: IDLE_CLIENTS WebSocket clients straight to the two nodes; the
+#    nodes' RSS growth divided by the clients.
+# Installs redis-server from Debian and the pinned baselines (bench/js) from npm when missing.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+CLIENTS=${1:-2000}
+STEP=${2:-10}
+IDLE_N=${3:-10000}
+FIXED=${4:-10}
+RATES=${RATES:-"1 2 5 10 20 30 50 75 100 150 200 300 500"}
+case " $RATES " in *" $FIXED "*) ;; *) RATES=$(printf '%s\n' $RATES "$FIXED" | sort -n | uniq | tr '\n' ' ');; esac
+IDLE_N=$(cap_to_fds "$IDLE_N" $(( FDS - 1000 )))
+out_dir /tmp/iogate-cluster
+need redis-server:redis-server curl:curl python3:python3 ss:iproute2
+need_js
+bench_build iogate-node iogate-lb iogate-loadtest
+md_open cluster "bench/cluster.sh $*"
+md "Versions: iogate-node $("$BIN/iogate-node" --version | awk '{print $2}'), Node.js $(node --version), socket.io $(node -p 'require("./bench/js/node_modules/socket.io/package.json").version'), @socket.io/redis-adapter $(node -p 'require("./bench/js/node_modules/@socket.io/redis-adapter/package.json").version'), $(redis-server --version | awk '{print $1, $3}')." ""
+
+# start_stack iogate|socketio: Redis, two nodes (P1/P2 on N1/N2), iogate-lb on LBP.
+start_stack() {
+  start_redis
+  N1=$(free_port); N2=$(free_port)
+  local port pidvar=P1
+  for port in "$N1" "$N2"; do
+    case $1 in
+      iogate) start_node "$port" "n$port" "redis://127.0.0.1:$RP"; printf -v "$pidvar" '%s' "$NODE_PID" ;;
+      socketio)
+        node bench/js/socketio-cluster-node.mjs "n$port" "$port" "redis://127.0.0.1:$RP" >"$OUT/socketio-$port.log" 2>&1 &
+        printf -v "$pidvar" '%s' "$!"; pids+=("$!")
+        wait_http "http://127.0.0.1:$port/readyz" ;;
+    esac
+    pidvar=P2
+  done
+  LBP=$(free_port)
+  start_lb "$LBP" "$N1" "$N2"
+}
+stop_stack() { stop_pid "$LB_PID"; stop_pid "$P1"; stop_pid "$P2"; stop_pid "$REDIS_PID"; }
+
+# run_rung STACK RATE: one broadcast run; writes its table row and sets RUNG to ok (p99 ≤ 100 ms,
+# nothing lost), slow (nothing lost, p99 ≤ 1 s) or fail.
+run_rung() {
+  local stack=$1 rate=$2 json="$OUT/$1-broadcast-$2.json"
+  loadtest --url "http://127.0.0.1:$LBP" --scenario broadcast --clients "$CLIENTS" --connect-rate 2000 \
+    --total-rate "$rate" --duration "${STEP}s" --drain 2s --local-addrs 4 --json "$json" &
+  local lt=$!; pids+=("$lt")
+  wait_established "$CLIENTS" "$N1" "$N2"
+  local c1 c2 cl t0 m1=0 m2=0 r
+  c1=$(ticks "$P1"); c2=$(ticks "$P2"); cl=$(ticks "$LB_PID"); t0=$(date +%s.%N)
+  while kill -0 "$lt" 2>/dev/null; do
+    r=$(rss "$P1"); [ "$r" -gt "$m1" ] && m1=$r
+    r=$(rss "$P2"); [ "$r" -gt "$m2" ] && m2=$r
+    sleep 0.5
+  done
+  wait "$lt" || true
+  local t1 d1 d2 dl
+  t1=$(date +%s.%N); d1=$(( $(ticks "$P1") - c1 )); d2=$(( $(ticks "$P2") - c2 )); dl=$(( $(ticks "$LB_PID") - cl ))
+  [ -s "$json" ] || { md "| $stack | $rate | loadtest failed (see $OUT/loadtest.log) | | | | | | | | |"; RUNG=fail; return; }
+  local line
+  line=$(python3 - "$json" "$stack" "$rate" "$STEP" "$CLIENTS" "$d1" "$d2" "$HZ" "$t0" "$t1" "$m1" "$m2" "$dl" <<'PY'
+import json, sys
+f, stack, rate, step, clients, d1, d2, hz, t0, t1, m1, m2, dl = sys.argv[1:]
+d = json.load(open(f))[0]; a = d["accounting"]
+wall = float(t1) - float(t0)
+fails = sum(a["failures"].values())
+p99 = a["latency_ms"]["p99"]
+lossless = a["lost"] == 0 and fails == 0 and a["received"] > 0
+status = "ok" if lossless and p99 <= 100 else ("slow" if lossless and p99 <= 1000 else "fail")
+verdict = {"ok": "pass", "slow": "p99 > 100 ms", "fail": "**stop**"}[status]
+if fails:
+  verdict += " (%d connect failures)" % fails
+print(status)
+print("| %s | %s | %.0f | %.1f ms | %.1f ms | %d of %d | %.0f %% / %.0f %% | %.0f %% | %.0f / %.0f MiB | %.0f %% | %s |" % (
+  stack, rate, a["received"] / float(step), a["latency_ms"]["p50"], p99, a["lost"], a["expected"],
+  int(d1) * 100 / int(hz) / wall, int(d2) * 100 / int(hz) / wall, int(dl) * 100 / int(hz) / wall,
+  int(m1) / 1024, int(m2) / 1024, d["generator_cpu_pct"], verdict))
+PY
+)
+  md "$(tail -n 1 <<<"$line")"
+  RUNG=$(head -n 1 <<<"$line")
+}
+
+declare -A MAX LOSSLESS FIXED_P99 IDLE_KIB
+for stack in iogate socketio; do
+  echo "== $stack: broadcast ladder, $CLIENTS clients via iogate-lb, ${STEP}s per rung" >&2
+  start_stack "$stack"
+  md "### $stack: broadcast fan-out, $CLIENTS clients, ${STEP} s per rung" ""
+  md "| stack | msgs/s | deliveries/s | p50 | p99 | lost | CPU node 1 / 2 | CPU LB | peak RSS node 1 / 2 | generator CPU | |" \
+     "|---|---|---|---|---|---|---|---|---|---|---|"
+  MAX[$stack]=0; LOSSLESS[$stack]=0; FIXED_P99[$stack]="—"; fast=1
+  for rate in $RATES; do
+    run_rung "$stack" "$rate"
+    [ "$RUNG" = fail ] && break
+    f="$OUT/$stack-broadcast-$rate.json"
+    got=$(jget "$f" "round(d['accounting']['received'] / $STEP)")
+    LOSSLESS[$stack]=$got
+    if [ "$RUNG" = ok ] && [ "$fast" = 1 ]; then MAX[$stack]=$got; else fast=0; fi
+    [ "$rate" = "$FIXED" ] && FIXED_P99[$stack]=$(jget "$f" "'%.1f ms' % d['accounting']['latency_ms']['p99']")
+  done
+  md ""
+  echo "== $stack: $IDLE_N idle clients straight to the nodes" >&2
+  sleep 2
+  r0=$(( $(rss "$P1") + $(rss "$P2") ))
+  loadtest --url "http://127.0.0.1:$N1" --url "http://127.0.0.1:$N2" --scenario idle --clients "$IDLE_N" \
+    --connect-rate 2000 --duration 600s --local-addrs 8 &
+  LT=$!; pids+=("$LT")
+  wait_established "$IDLE_N" "$N1" "$N2"
+  got=$(established "$N1" "$N2"); sleep 3
+  r1=$(( $(rss "$P1") + $(rss "$P2") ))
+  IDLE_KIB[$stack]=$(awk -v a="$r0" -v b="$r1" -v g="$got" 'BEGIN { printf "%.1f", (b-a)/(g>0?g:1) }')
+  md "Idle: $got clients, nodes' RSS $(( r0 / 1024 )) → $(( r1 / 1024 )) MiB = ${IDLE_KIB[$stack]} KiB per client." ""
+  stop_pid "$LT"
+  stop_stack
+done
+
+md "### Summary" "" \
+   "| | iogate-node | Node socket.io + redis-adapter | ratio |" "|---|---|---|---|"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a/b; else print "— (baseline never passed)" }'; }
+md "| max sustained deliveries/s (p99 ≤ 100 ms, 0 lost) | ${MAX[iogate]} | ${MAX[socketio]} | $(ratio "${MAX[iogate]}" "${MAX[socketio]}") |"
+md "| max lossless deliveries/s (p99 ≤ 1 s) | ${LOSSLESS[iogate]} | ${LOSSLESS[socketio]} | $(ratio "${LOSSLESS[iogate]}" "${LOSSLESS[socketio]}") |"
+md "| p99 at $FIXED msgs/s ($(( FIXED * CLIENTS )) deliveries/s) | ${FIXED_P99[iogate]} | ${FIXED_P99[socketio]} | |"
+md "$(awk -v a="${IDLE_KIB[iogate]}" -v b="${IDLE_KIB[socketio]}" 'BEGIN { printf "| memory per idle client | %.1f KiB | %.1f KiB | %.1f× |", a, b, (b>0 ? a/b : 0) }')"
+md "" "Ratios are iogate-node ÷ Node socket.io."
+echo "results in $MD" >&2

@@ -1,0 +1,149 @@
+# Shared by the bench/*.sh scripts (sourced, not run): process bookkeeping, free ports,
+# readiness waits, /proc sampling, starting Redis and iogate nodes, baseline installs, and the
+# markdown result file each script writes.
+#
+# BENCH_PROFILE=debug uses the debug binaries (the CI smoke runs: they check that the scripts
+# work, not how fast anything is). Default: release.
+# shellcheck shell=bash
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FDS=$(ulimit -n)
+PROFILE=${BENCH_PROFILE:-release}
+BIN=target/$PROFILE
+HZ=$(getconf CLK_TCK)
+
+# cap_to_fds N MAX: N, or MAX with a note when the open-files limit does not allow N.
+cap_to_fds() {
+  if [ "$1" -gt "$2" ]; then
+    echo "note: the open-files limit is $FDS; holding $2 idle sessions instead of $1" >&2
+    echo "$2"
+  else
+    echo "$1"
+  fi
+}
+
+# out_dir DEFAULT: sets OUT (the OUT environment variable wins), creates it, starts the
+# loadtest log afresh.
+out_dir() {
+  OUT=${OUT:-$1}
+  mkdir -p "$OUT"
+  : >"$OUT/loadtest.log"
+}
+
+# Build the given packages in $PROFILE.
+bench_build() {
+  local args=(-q)
+  for p in "$@"; do args+=(-p "$p"); done
+  if [ "$PROFILE" = release ]; then args+=(--release); fi
+  cargo build "${args[@]}"
+}
+
+# Install Debian packages for missing commands: need cmd:package ...
+need() {
+  local missing=()
+  for pair in "$@"; do
+    local cmd=${pair%%:*} pkg=${pair#*:}
+    command -v "$cmd" >/dev/null || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "missing: ${missing[*]} (run as root, or: apt-get install -y ${missing[*]})" >&2
+      exit 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# The pinned Node.js baselines (bench/js/package.json).
+need_js() {
+  command -v node >/dev/null || need node:nodejs npm:npm
+  [ -d bench/js/node_modules/@socket.io/redis-adapter ] || npm ci --prefix bench/js --no-audit --no-fund >/dev/null
+}
+
+# Every process a script starts goes into pids (children included: a backgrounded shell function
+# is a subshell whose child is the real process), and is stopped on exit.
+pids=()
+kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill "$1" 2>/dev/null || true; }
+cleanup() { for p in "${pids[@]}"; do kill_tree "$p"; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { local p; while :; do p=$(( 20000 + RANDOM % 12000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
+wait_tcp() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+wait_http() { for _ in $(seq 1 400); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "$1 never answered" >&2; return 1; }
+
+# A process and its children (nginx workers); CPU ticks and RSS (KiB) summed over them.
+tree() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
+ticks() { local t=0; for p in $(tree "$1"); do t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo "$t"; }
+rss() { local r=0; for p in $(tree "$1"); do r=$(( r + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) )); done; echo "$r"; }
+
+# Start redis-server on a free port: sets RP and REDIS_PID.
+start_redis() {
+  RP=$(free_port)
+  redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis-$RP.log" 2>&1 &
+  REDIS_PID=$!; pids+=("$REDIS_PID")
+  wait_tcp "$RP"
+}
+
+# Start one iogate-node: start_node PORT ID REDIS_URL; sets NODE_PID.
+start_node() {
+  "$BIN/iogate-node" --listen "127.0.0.1:$1" --node-id "$2" --redis-url "$3" >"$OUT/node-$1.log" 2>&1 &
+  NODE_PID=$!; pids+=("$NODE_PID")
+  wait_http "http://127.0.0.1:$1/readyz"
+}
+
+# Start iogate-lb in its quick form in front of the given ports: start_lb PORT UPSTREAM_PORT...;
+# sets LB_PID and LB_ADMIN; returns once every upstream is up.
+start_lb() {
+  local port=$1; shift
+  LB_ADMIN=$(free_port)
+  local ups=()
+  for u in "$@"; do ups+=(--upstream "127.0.0.1:$u"); done
+  "$BIN/iogate-lb" --listen "127.0.0.1:$port" "${ups[@]}" --admin "127.0.0.1:$LB_ADMIN" \
+    --pid-file "$OUT/lb-$port.pid" --upgrade-sock "$OUT/lb-$port.sock" >"$OUT/lb-$port.log" 2>&1 &
+  LB_PID=$!; pids+=("$LB_PID")
+  for _ in $(seq 1 200); do
+    [ "$(curl -fsS "127.0.0.1:$LB_ADMIN/api/backends" 2>/dev/null | grep -o '"up"' | wc -l)" -ge $# ] && return 0
+    sleep 0.1
+  done
+  echo "iogate-lb never saw its upstreams up" >&2; return 1
+}
+
+stop_pid() { kill_tree "$1"; wait "$1" 2>/dev/null || true; }
+
+loadtest() { "$BIN/iogate-loadtest" --quiet "$@" 2>>"$OUT/loadtest.log"; }
+# jget FILE EXPR: evaluate a Python expression over the first phase summary `d` of a JSON report.
+jget() { python3 -c "import json,sys; d=json.load(open('$1'))[0]; print($2)"; }
+
+# The markdown result file: md_open NAME "command line"; md LINE...
+md_open() {
+  MD="$OUT/$1.md"
+  {
+    echo "Command: \`$2\` (profile: $PROFILE)"
+    echo
+    echo "Machine: $(nproc) vCPU ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), open-files limit $FDS, $(date -u +%Y-%m-%d)."
+    echo
+  } >"$MD"
+}
+md() { printf '%s\n' "$@" | tee -a "$MD"; }
+
+# Established server-side TCP connections on the given local ports (works for any server).
+established() {
+  local f="" p
+  for p in "$@"; do f="${f:+$f or }sport = :$p"; done
+  ss -Htn state established "( $f )" | wc -l
+}
+
+# Wait until `established PORTS...` reaches N, or stops growing for 3 s: wait_established N PORT...
+wait_established() {
+  local n=$1; shift
+  local last=-1 still=0 now
+  for _ in $(seq 1 1200); do
+    now=$(established "$@")
+    [ "$now" -ge "$n" ] && return 0
+    if [ "$now" -eq "$last" ] && [ "$now" -gt 0 ]; then still=$(( still + 1 )); else still=0; fi
+    [ "$still" -ge 15 ] && return 0
+    last=$now; sleep 0.2
+  done
+}

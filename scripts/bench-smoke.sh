@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Smoke run of every bench/ script with tiny numbers on the debug binaries: checks that each
+# script still starts its baselines, drives them and writes its result table. It says nothing
+# about performance (see docs/benchmarks.md for the real runs). Run by .ci/run after the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BENCH_PROFILE=debug
+base=$(mktemp -d /tmp/iogate-bench-smoke.XXXXXX)
+trap 'rm -rf "$base"' EXIT
+
+# check NAME PATTERN...: the script's markdown exists and has every pattern.
+check() {
+  local md="$base/$1/$1.md"; shift
+  [ -s "$md" ] || { echo "bench smoke: $md missing" >&2; exit 1; }
+  for p in "$@"; do
+    grep -qE "$p" "$md" || { echo "bench smoke: '$p' not in $md:" >&2; cat "$md" >&2; exit 1; }
+  done
+}
+
+echo "==> bench smoke: floor"
+OUT="$base/floor" bench/floor.sh 2000 10 2 >/dev/null
+check floor "publishes/s" "RTT p50 [0-9.]+ ms"
+
+echo "==> bench smoke: loadtest-efficiency"
+OUT="$base/loadtest-efficiency" bench/loadtest-efficiency.sh 100 2 >/dev/null
+check loadtest-efficiency "^\| iogate-loadtest \| 100 \|" "^\| socket.io-client \(Node.js\) \| 100 \|"
+
+echo "==> bench smoke: frontdoor"
+OUT="$base/frontdoor" CHURN_RATES="20 40" bench/frontdoor.sh 40 100 2 >/dev/null
+check frontdoor "^\| iogate-lb \| [0-9.]+ ms" "^\| nginx \| [0-9.]+ ms" "^\| haproxy \| [0-9.]+ ms" \
+  "^\| iogate-lb \| 100 \|" "^\| haproxy \| 20 \|" "^\| iogate-lb \| Engine.IO sid learned, no cookie \| 20 \| 0 \|" \
+  "^\| haproxy \| cookie insert \| 20 \| 0 \|" "^\| nginx \| cookie set by nginx \(map\) \| 20 \| 0 \|"
+
+echo "==> bench smoke: cluster"
+OUT="$base/cluster" RATES="2 5" bench/cluster.sh 40 2 100 5 >/dev/null
+check cluster "^\| iogate \| 2 \| [0-9]+ \|" "^\| socketio \| 2 \| [0-9]+ \|" "memory per idle client"
+echo "bench smoke: ok"
