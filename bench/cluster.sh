@@ -9,14 +9,13 @@
 #
 # 1. Broadcast fan-out: CLIENTS WebSocket clients spread by the LB over both nodes; every
 #    `chat:message` goes to all of them (CLIENTS deliveries per message). The total message rate
-#    climbs the ladder, one STEP_SECONDS run per rung. The last rung with p99 delivery latency
-#    ≤ 100 ms and nothing lost is the max sustained deliveries/s. The ladder goes on past that
-#    until a message is lost or p99 passes 1 s, for the max lossless deliveries/s (latency
-#    aside). Per rung: p50/p99, loss, each node's and the LB's CPU (% of one core), the nodes'
+#    climbs the ladder, one STEP_SECONDS run per rung, until a message is lost or p99 passes
+#    1 s: the last rung reached is the max lossless deliveries/s; the highest rung with p99
+#    delivery latency ≤ 100 ms and nothing lost is the max sustained deliveries/s. Per rung: p50/p99, loss, each node's and the LB's CPU (% of one core), the nodes'
 #    peak RSS, the generator's CPU.
 # 2. p99 at FIXED_RATE messages/s (a rung of the ladder; added when missing).
-# 3. Memory per idle client: IDLE_CLIENTS WebSocket clients straight to the two nodes; the
-#    nodes' RSS growth divided by the clients.
+# 3. Memory per idle client: IDLE_CLIENTS WebSocket clients straight to the two freshly started
+#    nodes (before the ladder); the nodes' RSS growth divided by the clients.
 # Installs redis-server from Debian and the pinned baselines (bench/js) from npm when missing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -73,6 +72,7 @@ run_rung() {
   local t1 d1 d2 dl
   t1=$(date +%s.%N); d1=$(( $(ticks "$P1") - c1 )); d2=$(( $(ticks "$P2") - c2 )); dl=$(( $(ticks "$LB_PID") - cl ))
   [ -s "$json" ] || { md "| $stack | $rate | loadtest failed (see $OUT/loadtest.log) | | | | | | | | |"; RUNG=fail; return; }
+  RUNG_NODE_CPU=$(awk -v a="$d1" -v b="$d2" -v hz="$HZ" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.0f", (a + b) * 100 / hz / (t1 - t0) }')
   local line
   line=$(python3 - "$json" "$stack" "$rate" "$STEP" "$CLIENTS" "$d1" "$d2" "$HZ" "$t0" "$t1" "$m1" "$m2" "$dl" <<'PY'
 import json, sys
@@ -97,24 +97,10 @@ PY
   RUNG=$(head -n 1 <<<"$line")
 }
 
-declare -A MAX LOSSLESS FIXED_P99 IDLE_KIB
+declare -A MAX LOSSLESS FIXED_P99 FIXED_CPU IDLE_KIB
 for stack in iogate socketio; do
-  echo "== $stack: broadcast ladder, $CLIENTS clients via iogate-lb, ${STEP}s per rung" >&2
+  # On fresh nodes, before any traffic has grown their heaps.
   start_stack "$stack"
-  md "### $stack: broadcast fan-out, $CLIENTS clients, ${STEP} s per rung" ""
-  md "| stack | msgs/s | deliveries/s | p50 | p99 | lost | CPU node 1 / 2 | CPU LB | peak RSS node 1 / 2 | generator CPU | |" \
-     "|---|---|---|---|---|---|---|---|---|---|---|"
-  MAX[$stack]=0; LOSSLESS[$stack]=0; FIXED_P99[$stack]="—"; fast=1
-  for rate in $RATES; do
-    run_rung "$stack" "$rate"
-    [ "$RUNG" = fail ] && break
-    f="$OUT/$stack-broadcast-$rate.json"
-    got=$(jget "$f" "round(d['accounting']['received'] / $STEP)")
-    LOSSLESS[$stack]=$got
-    if [ "$RUNG" = ok ] && [ "$fast" = 1 ]; then MAX[$stack]=$got; else fast=0; fi
-    [ "$rate" = "$FIXED" ] && FIXED_P99[$stack]=$(jget "$f" "'%.1f ms' % d['accounting']['latency_ms']['p99']")
-  done
-  md ""
   echo "== $stack: $IDLE_N idle clients straight to the nodes" >&2
   sleep 2
   r0=$(( $(rss "$P1") + $(rss "$P2") ))
@@ -125,8 +111,27 @@ for stack in iogate socketio; do
   got=$(established "$N1" "$N2"); sleep 3
   r1=$(( $(rss "$P1") + $(rss "$P2") ))
   IDLE_KIB[$stack]=$(awk -v a="$r0" -v b="$r1" -v g="$got" 'BEGIN { printf "%.1f", (b-a)/(g>0?g:1) }')
-  md "Idle: $got clients, nodes' RSS $(( r0 / 1024 )) → $(( r1 / 1024 )) MiB = ${IDLE_KIB[$stack]} KiB per client." ""
+  md "$stack idle: $got clients, nodes' RSS $(( r0 / 1024 )) → $(( r1 / 1024 )) MiB = ${IDLE_KIB[$stack]} KiB per client." ""
   stop_pid "$LT"
+  for _ in $(seq 1 100); do [ "$(established "$N1" "$N2")" -eq 0 ] && break; sleep 0.2; done
+  echo "== $stack: broadcast ladder, $CLIENTS clients via iogate-lb, ${STEP}s per rung" >&2
+  md "### $stack: broadcast fan-out, $CLIENTS clients, ${STEP} s per rung" ""
+  md "| stack | msgs/s | deliveries/s | p50 | p99 | lost | CPU node 1 / 2 | CPU LB | peak RSS node 1 / 2 | generator CPU | |" \
+     "|---|---|---|---|---|---|---|---|---|---|---|"
+  MAX[$stack]=0; LOSSLESS[$stack]=0; FIXED_P99[$stack]="—"; FIXED_CPU[$stack]="—"
+  for rate in $RATES; do
+    run_rung "$stack" "$rate"
+    [ "$RUNG" = fail ] && break
+    f="$OUT/$stack-broadcast-$rate.json"
+    got=$(jget "$f" "round(d['accounting']['received'] / $STEP)")
+    LOSSLESS[$stack]=$got
+    [ "$RUNG" = ok ] && MAX[$stack]=$got
+    if [ "$rate" = "$FIXED" ]; then
+      FIXED_P99[$stack]=$(jget "$f" "'%.1f ms' % d['accounting']['latency_ms']['p99']")
+      FIXED_CPU[$stack]=$RUNG_NODE_CPU
+    fi
+  done
+  md ""
   stop_stack
 done
 
@@ -136,6 +141,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a/b; else
 md "| max sustained deliveries/s (p99 ≤ 100 ms, 0 lost) | ${MAX[iogate]} | ${MAX[socketio]} | $(ratio "${MAX[iogate]}" "${MAX[socketio]}") |"
 md "| max lossless deliveries/s (p99 ≤ 1 s) | ${LOSSLESS[iogate]} | ${LOSSLESS[socketio]} | $(ratio "${LOSSLESS[iogate]}" "${LOSSLESS[socketio]}") |"
 md "| p99 at $FIXED msgs/s ($(( FIXED * CLIENTS )) deliveries/s) | ${FIXED_P99[iogate]} | ${FIXED_P99[socketio]} | |"
+md "| both nodes' CPU at $FIXED msgs/s (% of one core) | ${FIXED_CPU[iogate]} % | ${FIXED_CPU[socketio]} % | $(ratio "${FIXED_CPU[iogate]/—/0}" "${FIXED_CPU[socketio]/—/0}") |"
 md "$(awk -v a="${IDLE_KIB[iogate]}" -v b="${IDLE_KIB[socketio]}" 'BEGIN { printf "| memory per idle client | %.1f KiB | %.1f KiB | %.1f× |", a, b, (b>0 ? a/b : 0) }')"
 md "" "Ratios are iogate-node ÷ Node socket.io."
+md_record
 echo "results in $MD" >&2

@@ -31,4 +31,5 @@ start_node "$NP" floor none
 f="$OUT/echo.json"
 loadtest --url "http://127.0.0.1:$NP" --scenario echo --clients "$CLIENTS" --rate 10 --duration "${SECS}s" --json "$f"
 md "$(jget "$f" "'| WebSocket echo to one iogate-node, $CLIENTS clients × 10/s | RTT p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, %d of %d acks lost |' % (d['accounting']['latency_ms']['p50'], d['accounting']['latency_ms']['p99'], d['accounting']['latency_ms']['p999'], d['accounting']['acks_timed_out'], d['accounting']['acks_sent'])")"
+md_record
 echo "results in $MD" >&2

@@ -123,6 +123,8 @@ stop_proxy() { stop_pid "$PROXY_PID"; }
 lat() { jget "$1" "'%.3f' % d['accounting']['latency_ms']['$2']"; }
 fails() { jget "$1" "sum(d['accounting']['failures'].values())"; }
 
+# What the ratio table at the end compares, per proxy.
+declare -A A_ADD50 A_CPU B_KIB CMAX CP99 C_US D_P99 D_CPU
 PARTS=${PARTS:-a,b,c,d}
 if [[ $PARTS == *a* ]]; then
   echo "== (a) echo: $ECHO_N WebSocket clients" >&2
@@ -140,6 +142,8 @@ if [[ $PARTS == *a* ]]; then
       --duration "${SECS}s" --json "$OUT/$proxy-echo.json"
     c1=$(ticks "$PROXY_PID"); r=$(rss "$PROXY_PID")
     f="$OUT/$proxy-echo.json"
+    A_ADD50[$proxy]=$(awk -v a="$(lat "$f" p50)" -v d="$d50" 'BEGIN { print a - d }')
+    A_CPU[$proxy]=$(awk -v c="$(( c1 - c0 ))" -v hz="$HZ" 'BEGIN { print c / hz }')
     md "$(awk -v n="$proxy" -v a="$(lat "$f" p50)" -v b="$(lat "$f" p99)" -v da="$d50" -v db="$d99" \
       -v c="$(( c1 - c0 ))" -v hz="$HZ" -v r="$r" -v l="$(jget "$f" "d['accounting']['acks_timed_out']")" \
       'BEGIN { printf "| %s | %.3f ms | %.3f ms | %+.3f / %+.3f ms | %.2f s | %.1f MiB | %d |", n, a, b, a-da, b-db, c/hz, r/1024, l }')"
@@ -162,6 +166,7 @@ if [[ $PARTS == *b* ]]; then
     wait_established "$IDLE_N" "$N1" "$N2"
     got=$(established "$N1" "$N2"); sleep 2
     r1=$(rss "$PROXY_PID")
+    B_KIB[$proxy]=$(awk -v g="$got" -v a="$r0" -v b="$r1" 'BEGIN { print (b-a)/(g>0?g:1) }')
     md "$(awk -v n="$proxy" -v g="$got" -v a="$r0" -v b="$r1" \
       'BEGIN { printf "| %s | %d | %.1f → %.1f MiB | %.1f KiB |", n, g, a/1024, b/1024, (b-a)/(g>0?g:1) }')"
     stop_pid "$LT"
@@ -176,7 +181,6 @@ if [[ $PARTS == *c* ]]; then
   md "### (c) new WebSocket sessions per second ($CHURN_N clients churned, ${SECS} s per rung)" "" \
      "| | target/s | achieved/s | handshake p50 | handshake p99 | connect failures | proxy CPU | |" \
      "|---|---|---|---|---|---|---|---|"
-  declare -A CMAX CP99
   for proxy in direct iogate-lb nginx haproxy; do
     CMAX[$proxy]=0; CP99[$proxy]="—"
     for rate in $CHURN_RATES; do
@@ -196,6 +200,7 @@ if [[ $PARTS == *c* ]]; then
         'BEGIN { printf "| %s | %d | %d | %.2f ms | %.2f ms | %d | %s | %s |", n, t, a, p50, p99, f, (n == "direct" ? "—" : sprintf("%.2f s", c/hz)), (ok ? "pass" : "**stop**") }')"
       [ "$ok" = 1 ] || break
       CMAX[$proxy]=$achieved; CP99[$proxy]=$(jget "$f" "'%.2f ms' % d['accounting']['connect_ms']['p99']")
+      C_US[$proxy]=$(awk -v c="$(( c1 - c0 ))" -v hz="$HZ" -v a="$achieved" -v s="$SECS" 'BEGIN { print (a > 0 ? c / hz * 1e6 / (a * s) : 0) }')
       # Let TIME_WAIT sockets of the rung clear a little before the next one.
       sleep 2
     done
@@ -220,11 +225,33 @@ if [[ $PARTS == *d* ]]; then
       --rate 2 --duration "${SECS}s" --json "$f" || true
     c1=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0); r=$([ -n "$PROXY_PID" ] && rss "$PROXY_PID" || echo 0)
     [ -n "$PROXY_PID" ] && stop_proxy
+    D_P99[$proxy]=$(lat "$f" p99); D_CPU[$proxy]=$(awk -v c="$(( c1 - c0 ))" -v hz="$HZ" 'BEGIN { print c / hz }')
     md "$(awk -v n="$proxy" -v h="$how" -v g="$(jget "$f" "d['connected_peak']")" -v f="$(fails "$f")" \
       -v a="$(lat "$f" p50)" -v b="$(lat "$f" p99)" -v l="$(jget "$f" "d['accounting']['acks_timed_out']")" \
       -v c="$(( c1 - c0 ))" -v hz="$HZ" -v r="$r" \
-      'BEGIN { printf "| %s | %s | %d | %d | %.3f ms | %.3f ms | %d | %s | %s |", n, h, g, f, a, b, l, (n == "direct" ? "—" : sprintf("%.2f s", c/hz)), (n == "direct" ? "—" : sprintf("%.1f MiB", r/1024)) }')"
+      'BEGIN { printf "| %s | %s | %d | %d | %s | %s | %d | %s | %s |", n, h, g, f, (g > 0 ? sprintf("%.3f ms", a) : "—"), (g > 0 ? sprintf("%.3f ms", b) : "—"), l, (n == "direct" ? "—" : sprintf("%.2f s", c/hz)), (n == "direct" ? "—" : sprintf("%.1f MiB", r/1024)) }')"
   done
   md ""
 fi
+
+# Ratios: iogate-lb ÷ nginx and iogate-lb ÷ HAProxy for every measured quantity (lower is better
+# for all of them except the new-session rate).
+ratio_row() { # label, key of array name, unit
+  local -n arr=$2
+  [ -n "${arr[iogate-lb]:-}" ] && [ -n "${arr[nginx]:-}" ] && [ -n "${arr[haproxy]:-}" ] || return 0
+  md "$(awk -v l="$1" -v u="$3" -v i="${arr[iogate-lb]}" -v n="${arr[nginx]}" -v h="${arr[haproxy]}" \
+    'function r(a, b) { return b > 0 ? sprintf("%.1f×", a / b) : "—" }
+     function v(x) { return x >= 100 ? sprintf("%.0f", x) : sprintf("%.3g", x) }
+     BEGIN { printf "| %s | %s %s | %s %s | %s %s | %s | %s |", l, v(i), u, v(n), u, v(h), u, r(i, n), r(i, h) }')"
+}
+md "### Ratios" "" "| | iogate-lb | nginx | HAProxy | iogate-lb ÷ nginx | iogate-lb ÷ HAProxy |" "|---|---|---|---|---|---|"
+ratio_row "(a) added RTT p50" A_ADD50 ms
+ratio_row "(a) proxy CPU" A_CPU s
+ratio_row "(b) RSS per idle session" B_KIB KiB
+ratio_row "(c) max sustained new sessions/s" CMAX /s
+ratio_row "(c) proxy CPU per new session" C_US µs
+ratio_row "(d) polling RTT p99" D_P99 ms
+ratio_row "(d) proxy CPU, polling" D_CPU s
+md ""
+md_record
 echo "results in $MD" >&2

@@ -116,8 +116,9 @@ loadtest() { "$BIN/iogate-loadtest" --quiet "$@" 2>>"$OUT/loadtest.log"; }
 # jget FILE EXPR: evaluate a Python expression over the first phase summary `d` of a JSON report.
 jget() { python3 -c "import json,sys; d=json.load(open('$1'))[0]; print($2)"; }
 
-# The markdown result file: md_open NAME "command line"; md LINE...
+# The markdown result file: md_open NAME "command line"; md LINE...; md_record at the end.
 md_open() {
+  MD_NAME=$1
   MD="$OUT/$1.md"
   {
     echo "Command: \`$2\` (profile: $PROFILE)"
@@ -146,4 +147,24 @@ wait_established() {
     [ "$still" -ge 15 ] && return 0
     last=$now; sleep 0.2
   done
+}
+
+# md_record: with RECORD=1, put this run's markdown into docs/benchmarks.md between the markers
+# `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` (NAME as given to md_open), replacing the
+# previous run's. Without RECORD the docs are left alone (smoke runs, trial runs).
+md_record() {
+  [ "${RECORD:-0}" = 1 ] || return 0
+  python3 - "$MD" "$MD_NAME" docs/benchmarks.md <<'PY'
+import sys, re
+md, name, doc = sys.argv[1:]
+new = open(md).read().rstrip() + "\n"
+text = open(doc).read()
+start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+if start not in text or end not in text:
+    sys.exit(f"docs/benchmarks.md has no {start} … {end} section")
+head, rest = text.split(start, 1)
+_, tail = rest.split(end, 1)
+open(doc, "w").write(head + start + "\n" + new + end + tail)
+print(f"recorded in docs/benchmarks.md ({name})", file=sys.stderr)
+PY
 }

@@ -51,4 +51,5 @@ stop_pid "$JS"
 md "| iogate-loadtest | $og | $orss MiB | $ocpu % |" "| socket.io-client (Node.js) | $tg | $trss MiB | $tcpu % |"
 md "$(awk -v ro="$orss" -v rt="$trss" -v co="$ocpu" -v ct="$tcpu" \
   'BEGIN { printf "| ratio (socket.io-client ÷ iogate-loadtest) | | %.1f× | %.1f× |", rt/ro, ct/(co>0?co:0.01) }')"
+md_record
 echo "results in $MD" >&2

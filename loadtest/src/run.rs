@@ -253,24 +253,22 @@ pub async fn run_phase(
     let mut last_acks = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let scenario_start = Instant::now();
-    let mut churn_rng = rand::rngs::StdRng::seed_from_u64(run.env.seed);
-    let churn_interval =
-        (run.phase.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / run.phase.rate));
-    let mut next_churn = Instant::now();
-    let mut last_sample = Instant::now();
-    let mut stormed = false;
-    while scenario_start.elapsed() < run.phase.duration {
-        tick.tick().await;
-        if run.phase.scenario == Scenario::Churn
-            && let Some(iv) = churn_interval
-        {
-            while Instant::now() >= next_churn {
-                next_churn += iv;
+    // Churn runs in its own task, paced on its own interval, so closes (and so reconnects) are
+    // spread evenly over the second instead of arriving in bursts at every progress tick.
+    let churner = (run.phase.scenario == Scenario::Churn && run.phase.rate > 0.0).then(|| {
+        let run = run.clone();
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(run.env.seed);
+            let mut every = tokio::time::interval(Duration::from_secs_f64(1.0 / run.phase.rate));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            every.tick().await;
+            while !run.stop_sending.load(Ordering::Acquire) {
+                every.tick().await;
                 // Close a connected client: the slot is taken so the same session is not picked
                 // again while it closes; a few tries skip clients that are reconnecting.
                 if let Ok(mut s) = run.sessions.lock() {
                     for _ in 0..16 {
-                        let i = churn_rng.random_range(0..n.max(1));
+                        let i = rng.random_range(0..n.max(1));
                         if let Some(sess) = s.get_mut(i).and_then(Option::take) {
                             sess.close();
                             break;
@@ -278,7 +276,12 @@ pub async fn run_phase(
                     }
                 }
             }
-        }
+        })
+    });
+    let mut last_sample = Instant::now();
+    let mut stormed = false;
+    while scenario_start.elapsed() < run.phase.duration {
+        tick.tick().await;
         if run.phase.scenario == Scenario::Storm
             && !stormed
             && scenario_start.elapsed() >= run.phase.duration / 4
@@ -311,6 +314,9 @@ pub async fn run_phase(
     }
     // Stop sending, let in-flight messages land, then close everyone.
     run.stop_sending.store(true, Ordering::Release);
+    if let Some(c) = churner {
+        c.abort();
+    }
     tokio::time::sleep(run.env.drain).await;
     run.stop_all.store(true, Ordering::Release);
     run.stop_notify.notify_waiters();
