@@ -119,6 +119,15 @@ CONF
 }
 stop_proxy() { stop_pid "$PROXY_PID"; }
 
+# open_target direct|PROXY: sets urls (iogate-loadtest's --url flags) and PROXY_PID (empty when
+# going direct); close_target stops the proxy, if any. proxy_ticks / proxy_rss: 0 when direct.
+open_target() {
+  if [ "$1" = direct ]; then urls=("${DIRECT[@]}"); PROXY_PID=""; else start_proxy "$1"; urls=(--url "http://127.0.0.1:$PORT"); fi
+}
+close_target() { if [ -n "$PROXY_PID" ]; then stop_proxy; fi; }
+proxy_ticks() { if [ -n "$PROXY_PID" ]; then ticks "$PROXY_PID"; else echo 0; fi; }
+proxy_rss() { if [ -n "$PROXY_PID" ]; then rss "$PROXY_PID"; else echo 0; fi; }
+
 # Echo run through URLs; fields of the JSON summary for the tables.
 lat() { jget "$1" "'%.3f' % d['accounting']['latency_ms']['$2']"; }
 fails() { jget "$1" "sum(d['accounting']['failures'].values())"; }
@@ -184,22 +193,23 @@ if [[ $PARTS == *c* ]]; then
   for proxy in direct iogate-lb nginx haproxy; do
     CMAX[$proxy]=0; CP99[$proxy]="—"
     for rate in $CHURN_RATES; do
-      if [ "$proxy" = direct ]; then urls=("${DIRECT[@]}"); PROXY_PID=""; else start_proxy "$proxy"; urls=(--url "http://127.0.0.1:$PORT"); fi
-      c0=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0)
+      open_target "$proxy"
+      c0=$(proxy_ticks)
       f="$OUT/$proxy-churn-$rate.json"
       loadtest "${urls[@]}" --scenario churn --clients "$CHURN_N" --connect-rate 2000 --rate "$rate" \
         --duration "${SECS}s" --local-addrs 8 --json "$f" || true
-      c1=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0)
-      [ -n "$PROXY_PID" ] && stop_proxy
+      c1=$(proxy_ticks)
+      close_target
       [ -s "$f" ] || { md "| $proxy | $rate | loadtest failed | | | | | |"; break; }
       achieved=$(jget "$f" "round((d['connects'] - d['clients']) / $SECS)")
       nf=$(fails "$f")
       ok=$(awk -v a="$achieved" -v t="$rate" -v f="$nf" 'BEGIN { print (f == 0 && a >= 0.9 * t) ? 1 : 0 }')
+      p99=$(jget "$f" "d['accounting']['connect_ms']['p99']")
       md "$(awk -v n="$proxy" -v t="$rate" -v a="$achieved" -v p50="$(jget "$f" "d['accounting']['connect_ms']['p50']")" \
-        -v p99="$(jget "$f" "d['accounting']['connect_ms']['p99']")" -v f="$nf" -v c="$(( c1 - c0 ))" -v hz="$HZ" -v ok="$ok" \
+        -v p99="$p99" -v f="$nf" -v c="$(( c1 - c0 ))" -v hz="$HZ" -v ok="$ok" \
         'BEGIN { printf "| %s | %d | %d | %.2f ms | %.2f ms | %d | %s | %s |", n, t, a, p50, p99, f, (n == "direct" ? "—" : sprintf("%.2f s", c/hz)), (ok ? "pass" : "**stop**") }')"
       [ "$ok" = 1 ] || break
-      CMAX[$proxy]=$achieved; CP99[$proxy]=$(jget "$f" "'%.2f ms' % d['accounting']['connect_ms']['p99']")
+      CMAX[$proxy]=$achieved; CP99[$proxy]=$(printf '%.2f ms' "$p99")
       C_US[$proxy]=$(awk -v c="$(( c1 - c0 ))" -v hz="$HZ" -v a="$achieved" -v s="$SECS" 'BEGIN { print (a > 0 ? c / hz * 1e6 / (a * s) : 0) }')
       # Let TIME_WAIT sockets of the rung clear a little before the next one.
       sleep 2
@@ -218,13 +228,13 @@ if [[ $PARTS == *d* ]]; then
       direct) how="none needed (clients pick a node)";; iogate-lb) how="Engine.IO sid learned, no cookie";;
       nginx) how="cookie set by nginx (map)";; haproxy) how="cookie insert";; nginx-nosticky) how="none (least_conn only)";;
     esac
-    if [ "$proxy" = direct ]; then urls=("${DIRECT[@]}"); PROXY_PID=""; else start_proxy "$proxy"; urls=(--url "http://127.0.0.1:$PORT"); fi
-    c0=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0)
+    open_target "$proxy"
+    c0=$(proxy_ticks)
     f="$OUT/$proxy-polling.json"
     loadtest "${urls[@]}" --transport polling --cookies --scenario echo --clients "$POLL_N" --connect-rate 500 \
       --rate 2 --duration "${SECS}s" --json "$f" || true
-    c1=$([ -n "$PROXY_PID" ] && ticks "$PROXY_PID" || echo 0); r=$([ -n "$PROXY_PID" ] && rss "$PROXY_PID" || echo 0)
-    [ -n "$PROXY_PID" ] && stop_proxy
+    c1=$(proxy_ticks); r=$(proxy_rss)
+    close_target
     D_P99[$proxy]=$(lat "$f" p99); D_CPU[$proxy]=$(awk -v c="$(( c1 - c0 ))" -v hz="$HZ" 'BEGIN { print c / hz }')
     md "$(awk -v n="$proxy" -v h="$how" -v g="$(jget "$f" "d['connected_peak']")" -v f="$(fails "$f")" \
       -v a="$(lat "$f" p50)" -v b="$(lat "$f" p99)" -v l="$(jget "$f" "d['accounting']['acks_timed_out']")" \

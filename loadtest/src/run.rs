@@ -136,7 +136,6 @@ pub struct Run {
     go: tokio::sync::watch::Sender<bool>,
     stop_all: AtomicBool,
     stop_notify: Notify,
-    storm: Notify,
     storm_started: AtomicU64,
     /// Sessions by client index (for churn).
     sessions: std::sync::Mutex<Vec<Option<Session>>>,
@@ -163,8 +162,13 @@ impl Run {
         "x".repeat(self.phase.payload_bytes)
     }
 
+    /// The room client `i` belongs to in the room scenario.
     fn room_of(&self, i: usize) -> usize {
         i % self.phase.rooms.max(1)
+    }
+
+    fn room_name(&self, i: usize) -> String {
+        format!("room-{}", self.room_of(i))
     }
 }
 
@@ -210,7 +214,6 @@ pub async fn run_phase(
         go: tokio::sync::watch::channel(false).0,
         stop_all: AtomicBool::new(false),
         stop_notify: Notify::new(),
-        storm: Notify::new(),
         storm_started: AtomicU64::new(0),
         sessions: std::sync::Mutex::new(vec![None; n]),
         rooms: room_sets,
@@ -240,7 +243,7 @@ pub async fn run_phase(
     // Wait (bounded) for the ramp to settle.
     let settle_deadline = Instant::now() + run.env.connect_timeout + Duration::from_secs(1);
     while Instant::now() < settle_deadline
-        && run.stats.connected_now.load(Ordering::Relaxed) + failures_total(&run) < n as u64
+        && run.stats.connected_now.load(Ordering::Relaxed) + run.stats.failure_count() < n as u64
     {
         progress(&run, run.start.elapsed());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -289,7 +292,6 @@ pub async fn run_phase(
             stormed = true;
             run.storm_started
                 .store(run.now_us().max(1), Ordering::Relaxed);
-            run.storm.notify_waiters();
             if let Ok(s) = run.sessions.lock() {
                 for sess in s.iter().flatten() {
                     sess.drop_abruptly();
@@ -348,10 +350,6 @@ async fn stopped(run: &Run) {
     n.await;
 }
 
-fn failures_total(run: &Run) -> u64 {
-    run.stats.failure_count()
-}
-
 /// socket.io-client's reconnection delay: 1 s × 2^attempt, ±50 % jitter, capped at 5 s.
 fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
     let base = 1000f64 * 2f64.powi(attempt.min(10) as i32);
@@ -372,7 +370,7 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
             .then(|| Arc::new(crate::cookies::CookieJar::default())),
     };
     let auth = if run.phase.scenario == Scenario::Room {
-        json!({ "room": format!("room-{}", run.room_of(i)) })
+        json!({ "room": run.room_name(i) })
     } else {
         json!({})
     };
@@ -520,7 +518,7 @@ async fn drive(
                         let id = run.stats.message_sent(audience);
                         let msg = json!({"run": run.run_id, "m": id, "s": i, "q": seq, "t": run.now_us(), "p": padding});
                         let packet = if run.phase.scenario == Scenario::Room {
-                            protocol::event("room:message", &[json!({"room": format!("room-{}", run.room_of(i)), "data": msg})], None)
+                            protocol::event("room:message", &[json!({"room": run.room_name(i), "data": msg})], None)
                         } else {
                             protocol::event("chat:message", &[msg], None)
                         };
@@ -542,7 +540,6 @@ async fn drive(
                 let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some(ev) = rx.recv().await { if matches!(ev, Inbound::Closed(_)) { break; } } }).await;
                 return "io client disconnect".into();
             }
-            _ = run.storm.notified() => {}
             r = go.changed(), if next_send.is_none() && interval.is_some() => {
                 if r.is_ok() && *go.borrow() {
                     next_send = first_send(rng);

@@ -236,32 +236,25 @@ fn failing_assertion_gives_a_nonzero_exit() {
     let _serial = iogate_testkit::heavy();
     let node = Node::start("a1", &["--redis-url", "none"]);
     let url = node.url();
-    let (code, _, err) = loadtest(&[
-        "--url",
-        &url,
-        "--scenario",
-        "echo",
-        "--clients",
-        "5",
-        "--duration",
-        "1s",
-        "--assert",
-        "p99<0.0001ms",
-    ]);
+    // Five clients echo for a second, judged by `spec`.
+    let echo_with = |spec: &str| {
+        loadtest(&[
+            "--url",
+            &url,
+            "--scenario",
+            "echo",
+            "--clients",
+            "5",
+            "--duration",
+            "1s",
+            "--assert",
+            spec,
+        ])
+    };
+    let (code, _, err) = echo_with("p99<0.0001ms");
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("assertion failed: p99<0.0001ms"), "{err}");
-    let (code, _, err) = loadtest(&[
-        "--url",
-        &url,
-        "--scenario",
-        "echo",
-        "--clients",
-        "5",
-        "--duration",
-        "1s",
-        "--assert",
-        "loss=0,connected>=100%,ack_timeouts=0",
-    ]);
+    let (code, _, err) = echo_with("loss=0,connected>=100%,ack_timeouts=0");
     assert_eq!(code, 0, "{err}");
     let (code, _, _) = loadtest(&["--url", &url, "--assert", "bogus<1"]);
     assert_eq!(code, 2);

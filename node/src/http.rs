@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, OriginalUri, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,15 +34,13 @@ fn detach_request_head(req: &mut Request) {
         *req.uri_mut() = uri;
     }
     let mut headers = HeaderMap::with_capacity(req.headers().len());
+    // Header names are already owned (hyper's parser copies them); values are slices.
     for (name, value) in req.headers() {
-        let (Ok(name), Ok(mut copy)) = (
-            HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) else {
+        let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) else {
             continue;
         };
         copy.set_sensitive(value.is_sensitive());
-        headers.append(name, copy);
+        headers.append(name.clone(), copy);
     }
     *req.headers_mut() = headers;
 }
