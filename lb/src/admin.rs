@@ -2,8 +2,9 @@
 //!
 //! - `GET /metrics` — Prometheus text from the default registry (the one pingora-prometheus
 //!   serves), gauges refreshed first;
-//! - `GET /api/backends` — JSON: id, address, weight, state, live sessions, WebSockets, polling
-//!   sessions, last health result;
+//! - `GET /api/backends` — JSON: id, address, weight, state (`pending`, `up`, `draining`,
+//!   `down`), who asked it to drain (`admin`, `config`, `backend`), session-id tag, live sessions,
+//!   WebSockets, polling sessions, last health result;
 //! - `POST /api/backends/{id}/drain` and `/undrain`.
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use pingora_core::protocols::http::ServerSession;
 use prometheus::{Encoder, TextEncoder};
 use serde_json::json;
 
-use crate::proxy::Lb;
+use crate::state::Lb;
 
 /// The admin HTTP app.
 pub struct Admin(pub Arc<Lb>);
@@ -47,6 +48,8 @@ pub fn backends_json(lb: &Lb) -> serde_json::Value {
                 "address": b.addr.to_string(),
                 "weight": b.weight(),
                 "state": b.state(),
+                "draining_by": b.draining_by(),
+                "sid_tag": b.sid_tag(),
                 "live_sessions": b.live(),
                 "websockets": b.websockets(),
                 "polling_sessions": b.polling(),
@@ -54,7 +57,11 @@ pub fn backends_json(lb: &Lb) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "backends": list, "sid_table_entries": lb.sids.len() })
+    json!({
+        "backends": list,
+        "sid_table_entries": lb.sids.len(),
+        "sid_tag_conflicts": *lb.tags.conflicts(),
+    })
 }
 
 #[async_trait]

@@ -33,6 +33,8 @@ pub struct LbConfig {
     pub limits: Limits,
     /// Shutdown.
     pub shutdown: Shutdown,
+    /// Binary upgrade (`-u`).
+    pub upgrade: Upgrade,
     /// Worker threads of the proxy service.
     pub threads: usize,
 }
@@ -52,6 +54,7 @@ impl Default for LbConfig {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             shutdown: Shutdown::default(),
+            upgrade: Upgrade::default(),
             threads: 2,
         }
     }
@@ -96,6 +99,10 @@ pub struct Upstream {
     /// Relative capacity (least-connections divides live sessions by it; hashing weights by it).
     #[serde(default = "one")]
     pub weight: u32,
+    /// The tag this backend puts in its session ids (`{tag}.{random}`). Optional: the LB also
+    /// learns it from the backend's health probes.
+    #[serde(default)]
+    pub sid_tag: Option<String>,
 }
 
 fn one() -> u32 {
@@ -229,14 +236,30 @@ pub struct Health {
     pub passive: PassiveHealth,
 }
 
-/// Active HTTP health check.
+/// What an active check does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// An Engine.IO handshake on `engineio.path`, closed at once: works against any Engine.IO
+    /// server with no extra route, and learns the backend's session-id tag and heartbeat.
+    #[default]
+    Engineio,
+    /// `GET path`: 2xx is ready, 503 is draining (iogate-node's `/readyz`).
+    Http,
+}
+
+/// Active health check. A backend that answers is alive; it is ready when it would take a new
+/// session, draining when it answers 503. Only failures (no answer, another status) count toward
+/// `fall` and make it down.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActiveHealth {
     /// Whether to run it.
     pub enabled: bool,
-    /// GET path; 2xx is healthy.
-    pub path: String,
+    /// `engineio` (default) or `http`.
+    pub kind: CheckKind,
+    /// The path of an `http` check (default `/readyz`).
+    pub path: Option<String>,
     /// Time between checks.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -249,11 +272,19 @@ pub struct ActiveHealth {
     pub fall: u32,
 }
 
+impl ActiveHealth {
+    /// The path of an `http` check.
+    pub fn http_path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/readyz")
+    }
+}
+
 impl Default for ActiveHealth {
     fn default() -> Self {
         Self {
             enabled: true,
-            path: "/readyz".into(),
+            kind: CheckKind::Engineio,
+            path: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(1000),
             rise: 1,
@@ -356,6 +387,26 @@ impl Default for Shutdown {
     }
 }
 
+/// `upgrade` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upgrade {
+    /// A process started with `-u` waits this long for the old process's sid table before it
+    /// answers `400 Session ID unknown` to a sid it does not know.
+    #[serde(with = "humantime_serde")]
+    pub handover_wait: Duration,
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Self {
+            handover_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+pub use iogate_shared::sid::valid_tag as valid_sid_tag;
+
 fn is_addr(s: &str) -> bool {
     s.parse::<SocketAddr>().is_ok()
 }
@@ -386,6 +437,7 @@ impl Validate for LbConfig {
             );
         }
         let mut ids = HashSet::new();
+        let mut tags = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             if !is_addr(&u.address) {
                 p.push(
@@ -410,6 +462,19 @@ impl Validate for LbConfig {
             }
             if !ids.insert(id.to_string()) {
                 p.push(format!("upstreams[{i}].id"), format!("duplicate id `{id}`"));
+            }
+            if let Some(tag) = &u.sid_tag {
+                if !valid_sid_tag(tag) {
+                    p.push(
+                        format!("upstreams[{i}].sid_tag"),
+                        "must be 1-8 characters of A-Z a-z 0-9 _ -",
+                    );
+                } else if !tags.insert(tag.clone()) {
+                    p.push(
+                        format!("upstreams[{i}].sid_tag"),
+                        format!("duplicate sid_tag `{tag}`"),
+                    );
+                }
             }
         }
         match (self.balancing.policy, &self.balancing.key) {
@@ -444,8 +509,15 @@ impl Validate for LbConfig {
             p.push("engineio.sid_table_max", "must be at least 1");
         }
         let a = &self.health.active;
-        if !a.path.starts_with('/') {
-            p.push("health.active.path", "must start with `/`");
+        match (&a.path, a.kind) {
+            (Some(_), CheckKind::Engineio) => p.push(
+                "health.active.path",
+                "only `kind: http` takes a path (the engineio check uses engineio.path)",
+            ),
+            (Some(path), CheckKind::Http) if !path.starts_with('/') => {
+                p.push("health.active.path", "must start with `/`")
+            }
+            _ => {}
         }
         for (name, d) in [
             ("health.active.interval", a.interval),
@@ -453,6 +525,7 @@ impl Validate for LbConfig {
             ("timeouts.connect", self.timeouts.connect),
             ("timeouts.websocket_idle", self.timeouts.websocket_idle),
             ("timeouts.polling_request", self.timeouts.polling_request),
+            ("upgrade.handover_wait", self.upgrade.handover_wait),
         ] {
             if d.is_zero() {
                 p.push(name, "must be greater than 0");
@@ -511,6 +584,7 @@ impl LbConfig {
                     id: None,
                     address: a.clone(),
                     weight: 1,
+                    sid_tag: None,
                 })
                 .collect(),
             ..LbConfig::default()

@@ -1,17 +1,19 @@
 //! The control plane, one pingora background service: active health checks, the sid-table
-//! sweeper, gauges, reaping drained backends, hot reload (SIGHUP and file changes), and an early
-//! exit once a graceful shutdown has nothing left to wait for.
+//! sweeper, gauges, reaping drained backends, hot reload (SIGHUP and file changes), the sid-table
+//! handover of a binary upgrade (receiving it in a new process, sending it from the old one), and
+//! an early exit once a graceful shutdown has nothing left to wait for.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
+use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 
 use crate::config::LbConfig;
-use crate::proxy::Lb;
+use crate::handover;
+use crate::state::Lb;
 
 /// The background service.
 pub struct Control {
@@ -19,12 +21,60 @@ pub struct Control {
     pub lb: Arc<Lb>,
     /// The config file to reload (none in the quick command-line form).
     pub config_path: Option<PathBuf>,
+    /// Where an upgrading process waits for the sid table, and where this one sends it when it
+    /// shuts down.
+    pub handover_path: PathBuf,
+    /// This process was started with `-u`: the listener bound for the old process's table.
+    pub handover_listener: std::sync::Mutex<Option<std::os::unix::net::UnixListener>>,
+    /// pingora's execution phases: `SIGQUIT` starts the sid-table handover.
+    pub phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+}
+
+/// Send the sid table when pingora starts handing the listeners to a new process.
+async fn hand_over_on_upgrade(
+    lb: Arc<Lb>,
+    path: PathBuf,
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+) {
+    loop {
+        match phases.recv().await {
+            Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                // pingora keeps serving for 5 s, then drops idle keep-alive connections: until
+                // then every response says `Connection: close`, so no client request races that.
+                lb.start_closing();
+                handover::send(lb, path).await;
+                return;
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 #[async_trait]
 impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let _health = tokio::spawn(crate::health::run(self.lb.clone()));
+        let listener = self
+            .handover_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(phases) = phases {
+            tokio::spawn(hand_over_on_upgrade(
+                self.lb.clone(),
+                self.handover_path.clone(),
+                phases,
+            ));
+        }
+        if let Some(l) = listener {
+            tokio::spawn(handover::receive(
+                self.lb.clone(),
+                l,
+                self.handover_path.clone(),
+            ));
+        }
         let _reload = self
             .config_path
             .clone()
@@ -39,6 +89,7 @@ impl BackgroundService for Control {
                     // Err: the server dropped the sender, which only happens when it stops.
                     if r.is_err() || *shutdown.borrow() {
                         shutting_down = true;
+                        self.lb.start_closing();
                         tracing::info!(grace = ?self.lb.config.load().shutdown.grace,
                             "shutting down: listeners closed, live sessions continue until they end or the grace period passes");
                     }
@@ -60,11 +111,16 @@ impl BackgroundService for Control {
 /// Expire idle sids and reap drained backends (once a second).
 pub fn sweep(lb: &Lb) {
     lb.sids.expire(Instant::now());
-    for id in lb.registry.reap() {
-        tracing::info!(backend = %id, "removed backend drained; forgetting it");
-        let _ = lb.metrics.sessions.remove_label_values(&[&id]);
-        let _ = lb.metrics.backend_up.remove_label_values(&[&id]);
-        let _ = lb.metrics.websockets.remove_label_values(&[&id]);
+    let reaped = lb.registry.reap();
+    for b in &reaped {
+        tracing::info!(backend = %b.id, addr = %b.addr, "removed backend drained; forgetting it");
+        // A backend re-added under the same id keeps its series.
+        if lb.registry.get(&b.id).is_none() {
+            lb.metrics.forget_backend(&b.id);
+        }
+    }
+    if !reaped.is_empty() {
+        lb.rebuild_tags();
     }
 }
 
@@ -76,10 +132,8 @@ pub fn refresh_gauges(lb: &Lb) {
             .sessions
             .with_label_values(&[&b.id])
             .set(b.live());
-        lb.metrics
-            .backend_up
-            .with_label_values(&[&b.id])
-            .set(i64::from(b.ready()));
+        lb.metrics.set_backend_state(&b.id, b.state());
+        lb.metrics.touch_backend(&b.id);
     }
     lb.metrics.sid_table_entries.set(lb.sids.len() as i64);
 }
@@ -101,16 +155,24 @@ pub fn reload(lb: &Lb, path: &std::path::Path) -> bool {
             tracing::error!("config reload rejected; the previous configuration stays in force");
             false
         }
-        Ok(new) => {
-            apply(lb, new);
-            lb.metrics.reloads.with_label_values(&["ok"]).inc();
-            true
-        }
+        Ok(new) => match apply(lb, new) {
+            Ok(()) => {
+                lb.metrics.reloads.with_label_values(&["ok"]).inc();
+                true
+            }
+            Err(e) => {
+                lb.metrics.reloads.with_label_values(&["error"]).inc();
+                tracing::error!(file = %path.display(), error = %e,
+                    "config reload rejected; the previous configuration stays in force");
+                false
+            }
+        },
     }
 }
 
-/// Apply a validated config in-process. Live sockets are never touched.
-pub fn apply(lb: &Lb, new: LbConfig) {
+/// Apply a validated config in-process. Live sockets are never touched; on error nothing
+/// changed.
+pub fn apply(lb: &Lb, new: LbConfig) -> Result<(), crate::backends::BadAddress> {
     let old = lb.config.load_full();
     if old.listeners != new.listeners
         || old.admin.listen != new.admin.listen
@@ -120,12 +182,14 @@ pub fn apply(lb: &Lb, new: LbConfig) {
             "listeners, admin.listen and threads change only on restart or binary upgrade; keeping the old ones"
         );
     }
-    let (added, removed) = lb
+    let applied = lb
         .registry
-        .apply(&new.upstreams, !new.health.active.enabled);
+        .apply(&new.upstreams, !new.health.active.enabled)?;
     lb.sids.set_max(new.engineio.sid_table_max);
     lb.config.store(Arc::new(new));
-    tracing::info!(?added, ?removed, "configuration reloaded");
+    lb.rebuild_tags();
+    tracing::info!(added = ?applied.added, removed = ?applied.removed, "configuration reloaded");
+    Ok(())
 }
 
 async fn watch_config(lb: Arc<Lb>, path: PathBuf) {

@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+
+/// Largest handshake body held back while looking for the open packet.
+pub const MAX_LEARN_BYTES: usize = 64 * 1024;
+
 /// What the LB needs to know about one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EioRequest {
@@ -98,6 +103,34 @@ pub fn parse_open(body: &[u8]) -> Option<OpenPacket> {
     })
 }
 
+/// Holds a polling handshake's body back until its open packet is complete, so the sid is
+/// recorded before any client can name it.
+#[derive(Debug, Default)]
+pub struct OpenLearner {
+    buf: BytesMut,
+}
+
+impl OpenLearner {
+    /// Take the chunk in `body`. `None`: keep holding (`body` is now empty). `Some(open)`: the
+    /// whole held body is back in `body`, with the open packet when one was found (none when the
+    /// body ended or grew past [`MAX_LEARN_BYTES`] without one).
+    pub fn feed(
+        &mut self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Option<Option<OpenPacket>> {
+        if let Some(chunk) = body.take() {
+            self.buf.extend_from_slice(&chunk);
+        }
+        let open = parse_open(&self.buf);
+        if open.is_none() && !end_of_stream && self.buf.len() <= MAX_LEARN_BYTES {
+            return None;
+        }
+        *body = Some(std::mem::take(&mut self.buf).freeze());
+        Some(open)
+    }
+}
+
 /// The body an Engine.IO server answers for an unknown sid.
 pub const SESSION_UNKNOWN: &str = r#"{"code":1,"message":"Session ID unknown"}"#;
 
@@ -128,6 +161,29 @@ mod tests {
         assert!(r.is_handshake() && r.websocket);
         assert!(!EioRequest::classify("/socket.iox/", None, "/socket.io").on_path);
         assert!(!EioRequest::classify("/", None, "/socket.io").is_handshake());
+    }
+
+    #[test]
+    fn learner_holds_the_body_until_the_open_packet_is_complete() {
+        let mut l = OpenLearner::default();
+        let mut body = Some(Bytes::from_static(br#"0{"sid":"ab","pingInt"#));
+        assert_eq!(l.feed(&mut body, false), None);
+        assert_eq!(body, None);
+        let mut body = Some(Bytes::from_static(br#"erval":300,"pingTimeout":200}"#));
+        let open = l
+            .feed(&mut body, false)
+            .expect("released")
+            .expect("open packet");
+        assert_eq!(open.sid, "ab");
+        assert_eq!(
+            body.as_deref(),
+            Some(&br#"0{"sid":"ab","pingInterval":300,"pingTimeout":200}"#[..])
+        );
+        // No open packet by the end: released as is.
+        let mut l = OpenLearner::default();
+        let mut body = Some(Bytes::from_static(b"oops"));
+        assert_eq!(l.feed(&mut body, true), Some(None));
+        assert_eq!(body.as_deref(), Some(&b"oops"[..]));
     }
 
     #[test]

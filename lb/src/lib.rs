@@ -3,24 +3,33 @@
 //! The front door of a Socket.IO cluster, on pingora. Module map:
 //!
 //! - [`config`] — the YAML schema, defaults, validation, quick command-line form.
-//! - [`proxy`] — the `ProxyHttp` implementation, phase by phase.
-//! - [`engineio`] — request classification and the open-packet parser.
-//! - [`sid_table`] — the learned sid → backend table.
-//! - [`backends`] — the backend registry, states and live-session counters.
-//! - [`least_conn`] — the least-connections selector; [`hashing`] — the ketama ring.
+//! - [`state`] — [`state::Lb`], the state every request and control task shares.
+//! - [`proxy`] — the `ProxyHttp` implementation, phase by phase, handing off to:
+//!   - [`admission`] — limits, each refusal one `Reject` answered and counted in one place;
+//!   - [`select`] — backend choice (sid tags, the sid table, cookie; least-connections,
+//!     round-robin, ketama), free of pingora types;
+//!   - [`engineio`] — request classification and the open-packet learner;
+//!   - [`request`] — cookies and hash keys.
+//! - [`sid_table`] — the learned sid → backend table; [`handover`] — passing it to a new
+//!   process on binary upgrade.
+//! - [`backends`] — the backend registry, states (pending, up, draining, down) and live-session
+//!   counters.
 //! - [`limits`] — connection limits and the new-session token bucket.
-//! - [`health`] — active checks; [`control`] — housekeeping, reload, shutdown.
+//! - [`health`] — active checks; [`control`] — housekeeping, reload, handover, shutdown.
 //! - [`admin`] — the admin API; [`metrics`] — the `iogate_lb_*` metrics.
 
 pub mod admin;
+pub mod admission;
 pub mod backends;
 pub mod config;
 pub mod control;
 pub mod engineio;
-pub mod hashing;
+pub mod handover;
 pub mod health;
-pub mod least_conn;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod request;
+pub mod select;
 pub mod sid_table;
+pub mod state;

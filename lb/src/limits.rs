@@ -43,9 +43,9 @@ impl ConnLimiter {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Total);
         }
-        if let Some(ip) = ip
-            && let Ok(mut m) = self.per_ip.lock()
-        {
+        if let Some(ip) = ip {
+            // Every update leaves the map whole: a poisoned lock still holds valid counts.
+            let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
             let n = m.entry(ip).or_insert(0);
             if max_per_ip > 0 && *n >= max_per_ip {
                 drop(m);
@@ -69,10 +69,13 @@ impl ConnLimiter {
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.limiter.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some(ip) = self.ip
-            && let Ok(mut m) = self.limiter.per_ip.lock()
-            && let Some(n) = m.get_mut(&ip)
-        {
+        if let Some(ip) = self.ip {
+            let mut m = self
+                .limiter
+                .per_ip
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let Some(n) = m.get_mut(&ip) else { return };
             *n -= 1;
             if *n == 0 {
                 m.remove(&ip);
@@ -101,9 +104,7 @@ impl TokenBucket {
         if rate == 0 {
             return Ok(());
         }
-        let Ok(mut g) = self.state.lock() else {
-            return Ok(());
-        };
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let (tokens, last) = *g;
         let refill = now.duration_since(last).as_secs_f64() * f64::from(rate);

@@ -9,7 +9,9 @@ use iogate_lb::admin::Admin;
 use iogate_lb::config::LbConfig;
 use iogate_lb::control::Control;
 use iogate_lb::metrics::LbMetrics;
-use iogate_lb::proxy::{Lb, Proxy};
+use iogate_lb::proxy::Proxy;
+use iogate_lb::state::Lb;
+use iogate_lb::{handover, health};
 use iogate_shared::telemetry::{self, LogFormat};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::Server;
@@ -37,11 +39,12 @@ struct Cli {
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
-    /// Take over the listeners of a running instance (zero-downtime binary upgrade; then send
-    /// SIGQUIT to the old process).
+    /// Take over the listeners and the sid table of a running instance (zero-downtime binary
+    /// upgrade; then send SIGQUIT to the old process).
     #[arg(long, short = 'u')]
     upgrade: bool,
-    /// Unix socket used to hand listeners over during an upgrade.
+    /// Unix socket used to hand listeners over during an upgrade (the sid table goes over
+    /// `<this>.sids`).
     #[arg(long, default_value = "/tmp/iogate-lb-upgrade.sock")]
     upgrade_sock: String,
     /// Pid file.
@@ -89,6 +92,43 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let lb = match Lb::new(cfg.clone(), metrics) {
+        Ok(lb) => Arc::new(lb),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let handover_path = handover::socket_path(&cli.upgrade_sock);
+    // An upgrading process listens for the old one's sid table before it takes the listeners.
+    let handover_listener = if cli.upgrade {
+        match handover::bind(&lb, &handover_path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(path = %handover_path.display(), error = %e,
+                    "cannot listen for the old process's sid table; sessions without a node tag will get 400");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // One round of health checks before serving: backends start pending, and the sid tags they
+    // report route sessions this process has never seen (after an upgrade or a restart).
+    if cfg.health.active.enabled {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(health::round(&lb, &mut Default::default())),
+            Err(e) => tracing::error!(error = %e, "first health round skipped: no runtime"),
+        }
+        for b in lb.registry.all() {
+            tracing::info!(backend = %b.id, state = b.state().as_str(), tag = ?b.sid_tag(),
+                health = %b.last_health(), "backend checked");
+        }
+    }
+
     let conf = ServerConf {
         threads: cfg.threads,
         grace_period_seconds: Some(cfg.shutdown.grace.as_secs()),
@@ -103,8 +143,12 @@ fn main() -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    // pingora writes the pid file only when it daemonizes; operators (and `-u` + SIGQUIT) need it.
+    if let Err(e) = std::fs::write(&cli.pid_file, format!("{}\n", std::process::id())) {
+        tracing::error!(pid_file = %cli.pid_file, error = %e, "cannot write the pid file");
+    }
+    let phases = server.watch_execution_phase();
 
-    let lb = Arc::new(Lb::new(cfg.clone(), metrics));
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         Proxy(lb.clone()),
@@ -123,6 +167,9 @@ fn main() -> ExitCode {
         Control {
             lb,
             config_path: cli.config.clone(),
+            handover_path,
+            handover_listener: std::sync::Mutex::new(handover_listener),
+            phases: std::sync::Mutex::new(Some(phases)),
         },
     );
     server.add_service(proxy);

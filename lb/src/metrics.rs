@@ -2,7 +2,21 @@
 //! pingora-prometheus serves.
 
 use iogate_shared::metrics::{self as m, MetricsError};
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+
+use crate::backends::BackendState;
+use crate::select::Via;
+
+/// Every `reason` label of `iogate_lb_rejected_total` (see [`crate::admission`]).
+pub const REJECT_REASONS: [&str; 7] = [
+    "header_too_large",
+    "body_too_large",
+    "max_connections",
+    "max_connections_per_ip",
+    "sid_table_full",
+    "new_session_rate",
+    "no_backend",
+];
 
 /// Every LB metric. Labels are backend ids, status codes and reasons — never sids or IPs.
 #[derive(Debug, Clone)]
@@ -19,12 +33,24 @@ pub struct LbMetrics {
     pub handshakes: IntCounterVec,
     /// Entries in the sid table.
     pub sid_table_entries: IntGauge,
-    /// Requests naming an unknown sid.
-    pub sid_unknown: IntCounter,
+    /// Requests answered `400 Session ID unknown`, by reason (`unknown`, `backend_down`).
+    pub sid_unknown: IntCounterVec,
+    /// Requests naming a sid, by how their backend was found (`tag`, `table`, `cookie`).
+    pub sid_routed: IntCounterVec,
+    /// Session-id tags claimed by more than one backend (not used for routing).
+    pub sid_tag_conflicts: IntGauge,
+    /// Sid-table entries handed over during a binary upgrade, by direction (`sent`, `received`).
+    pub handover_entries: IntCounterVec,
     /// Failed connects per backend.
     pub connect_errors: IntCounterVec,
     /// 1 when a backend takes new sessions.
     pub backend_up: IntGaugeVec,
+    /// 1 for the state a backend is in (`pending`, `up`, `draining`, `down`), 0 for the others.
+    pub backend_state: IntGaugeVec,
+    /// State changes per backend, by the state entered.
+    pub backend_transitions: IntCounterVec,
+    /// Active checks per backend, by result (`ready`, `draining`, `failed`).
+    pub health_checks: IntCounterVec,
     /// Rejected requests by reason.
     pub rejected: IntCounterVec,
     /// Config reloads by result.
@@ -32,8 +58,65 @@ pub struct LbMetrics {
 }
 
 impl LbMetrics {
-    /// Register every metric in `reg`.
+    /// Register every metric in `reg`; label values that are known up front start at 0.
     pub fn new(reg: &Registry) -> Result<Self, MetricsError> {
+        let m = Self::register(reg)?;
+        for reason in ["unknown", "backend_down"] {
+            m.sid_unknown.with_label_values(&[reason]);
+        }
+        for via in Via::ALL {
+            m.sid_routed.with_label_values(&[via.as_str()]);
+        }
+        for d in ["sent", "received"] {
+            m.handover_entries.with_label_values(&[d]);
+        }
+        for reason in REJECT_REASONS {
+            m.rejected.with_label_values(&[reason]);
+        }
+        for result in ["ok", "error"] {
+            m.reloads.with_label_values(&[result]);
+        }
+        Ok(m)
+    }
+
+    /// Make the per-backend counters of `id` visible at 0 (a backend that never got a handshake
+    /// shows 0, not nothing).
+    pub fn touch_backend(&self, id: &str) {
+        self.handshakes.with_label_values(&[id]);
+        self.connect_errors.with_label_values(&[id]);
+    }
+
+    /// Set the state gauges of backend `id`.
+    pub fn set_backend_state(&self, id: &str, state: BackendState) {
+        for s in BackendState::ALL {
+            self.backend_state
+                .with_label_values(&[id, s.as_str()])
+                .set(i64::from(s == state));
+        }
+        self.backend_up
+            .with_label_values(&[id])
+            .set(i64::from(state == BackendState::Up));
+    }
+
+    /// Forget every series of backend `id`.
+    pub fn forget_backend(&self, id: &str) {
+        let _ = self.sessions.remove_label_values(&[id]);
+        let _ = self.backend_up.remove_label_values(&[id]);
+        let _ = self.websockets.remove_label_values(&[id]);
+        let _ = self.handshakes.remove_label_values(&[id]);
+        let _ = self.connect_errors.remove_label_values(&[id]);
+        for s in BackendState::ALL {
+            let _ = self.backend_state.remove_label_values(&[id, s.as_str()]);
+            let _ = self
+                .backend_transitions
+                .remove_label_values(&[id, s.as_str()]);
+        }
+        for r in ["ready", "draining", "failed"] {
+            let _ = self.health_checks.remove_label_values(&[id, r]);
+        }
+    }
+
+    fn register(reg: &Registry) -> Result<Self, MetricsError> {
         Ok(Self {
             requests: m::counter_vec(
                 reg,
@@ -70,10 +153,28 @@ impl LbMetrics {
                 "iogate_lb_sid_table_entries",
                 "Sessions in the sid table.",
             )?,
-            sid_unknown: m::counter(
+            sid_unknown: m::counter_vec(
                 reg,
                 "iogate_lb_sid_unknown_total",
-                "Requests naming an unknown or orphaned sid (answered 400).",
+                "Requests answered 400 Session ID unknown, by reason (unknown: no route; backend_down: its backend failed).",
+                &["reason"],
+            )?,
+            sid_routed: m::counter_vec(
+                reg,
+                "iogate_lb_sid_routed_total",
+                "Requests naming a sid, by how their backend was found (tag, table, cookie).",
+                &["via"],
+            )?,
+            sid_tag_conflicts: m::gauge(
+                reg,
+                "iogate_lb_sid_tag_conflicts",
+                "Session-id tags claimed by more than one backend (not used for routing).",
+            )?,
+            handover_entries: m::counter_vec(
+                reg,
+                "iogate_lb_upgrade_handover_entries_total",
+                "Sid-table entries handed over during a binary upgrade, by direction (sent, received).",
+                &["direction"],
             )?,
             connect_errors: m::counter_vec(
                 reg,
@@ -86,6 +187,24 @@ impl LbMetrics {
                 "iogate_lb_backend_up",
                 "1 when the backend takes new sessions.",
                 &["backend"],
+            )?,
+            backend_state: m::gauge_vec(
+                reg,
+                "iogate_lb_backend_state",
+                "1 for the state the backend is in (pending, up, draining, down), 0 for the others.",
+                &["backend", "state"],
+            )?,
+            health_checks: m::counter_vec(
+                reg,
+                "iogate_lb_health_checks_total",
+                "Active health checks per backend, by result (ready, draining, failed).",
+                &["backend", "result"],
+            )?,
+            backend_transitions: m::counter_vec(
+                reg,
+                "iogate_lb_backend_transitions_total",
+                "Backend state changes, by the state entered.",
+                &["backend", "state"],
             )?,
             rejected: m::counter_vec(
                 reg,

@@ -1,116 +1,47 @@
 //! The proxy, phase by phase (pingora `ProxyHttp`). Routing is decided per HTTP request, never
-//! per TCP connection.
+//! per TCP connection. Each phase hands off to the module that owns the decision:
 //!
-//! - `request_filter`: limits (head size, body size, connections total and per IP), Engine.IO
-//!   classification; a request naming a sid is bound to the backend that minted it, or answered
-//!   `400 Session ID unknown` (never sent elsewhere); a new session passes the sid-table bound and
-//!   the new-session rate limit; WebSocket upgrades get the configured idle timeout.
-//! - `upstream_peer`: the bound backend, or for a new session the stickiness cookie (cookie
-//!   mode) or the balancing policy over ready backends not tried yet. A new WebSocket is counted
-//!   at once (RAII guard); a new polling handshake counts as pending until its sid is learned.
+//! - `request_filter`: [`admission`](crate::admission) (limits; one [`reject`] path answers and counts every
+//!   refusal), Engine.IO classification ([`engineio`](crate::engineio)); a request naming a sid is bound through
+//!   [`Lb::route_sid`] (tag → sid table → cookie) or answered `400 Session ID unknown`; a new
+//!   session passes [`admission::admit_new_session`](crate::admission::admit_new_session). WebSocket upgrades get the configured idle
+//!   timeout.
+//! - `upstream_peer`: the bound backend, or [`Lb::pick_new`] over ready backends not tried yet.
+//!   A new WebSocket is counted at once (RAII guard); a new polling handshake counts as pending
+//!   until its sid is learned.
 //! - `fail_to_connect`: passive health; a new-session request is retried on another backend, a
 //!   sid-bound one never.
 //! - `upstream_request_filter`: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Real-IP`.
-//! - `upstream_response_filter`: handshake accounting, upgrade of a polling session to a
-//!   WebSocket, the stickiness cookie.
-//! - `response_body_filter`: learns sid → backend from the open packet and records it *before*
-//!   the body (which carries the sid) is relayed, holding the body until then.
+//! - `upstream_response_filter`: handshake accounting (a 503 marks the backend draining), upgrade
+//!   of a polling session to a WebSocket, the stickiness cookie, table entries for sessions
+//!   routed by tag or cookie.
+//! - `response_filter`: `Connection: close` while the process is being replaced or stopped.
+//! - `response_body_filter`: [`OpenLearner`] records sid → backend *before* the body
+//!   (which carries the sid) is relayed.
 //! - `logging`: request metrics. Live counts never depend on it (guards in the CTX do).
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::backends::{Backend, BackendState, PendingGuard, Registry, WsGuard};
-use crate::config::{HashKey, LbConfig, Policy, StickyMode};
-use crate::engineio::{self, EioRequest};
-use crate::hashing::HashRing;
-use crate::least_conn;
-use crate::limits::{ConnLimiter, ConnSlot, Refused, TokenBucket};
-use crate::metrics::LbMetrics;
-use crate::sid_table::{SidTable, UpgradedSid};
+use crate::admission::{self, Reject};
+use crate::backends::{Backend, PendingGuard, WsGuard};
+use crate::config::{LbConfig, StickyMode};
+use crate::engineio::{EioRequest, OpenLearner};
+use crate::limits::ConnSlot;
+use crate::select::Via;
+use crate::sid_table::UpgradedSid;
+use crate::state::Lb;
 
-/// Largest handshake body held back while looking for the open packet.
-const MAX_LEARN_BYTES: usize = 64 * 1024;
-
-/// State shared by every request and the control tasks.
-pub struct Lb {
-    /// Backends.
-    pub registry: Arc<Registry>,
-    /// sid → backend.
-    pub sids: Arc<SidTable>,
-    /// The configuration in force (swapped on reload).
-    pub config: ArcSwap<LbConfig>,
-    /// Metrics.
-    pub metrics: LbMetrics,
-    /// Connection limits.
-    pub conns: Arc<ConnLimiter>,
-    /// New-session rate limit.
-    pub bucket: TokenBucket,
-    /// Consistent-hash ring over ready backends.
-    pub ring: HashRing,
-    turn: AtomicUsize,
-}
-
-impl Lb {
-    /// Shared state for `cfg`.
-    pub fn new(cfg: LbConfig, metrics: LbMetrics) -> Lb {
-        let registry = Arc::new(Registry::new(&cfg.upstreams, !cfg.health.active.enabled));
-        let sids = Arc::new(SidTable::new(cfg.engineio.sid_table_max));
-        Lb {
-            registry,
-            sids,
-            config: ArcSwap::from_pointee(cfg),
-            metrics,
-            conns: Arc::new(ConnLimiter::default()),
-            bucket: TokenBucket::default(),
-            ring: HashRing::default(),
-            turn: AtomicUsize::new(0),
-        }
-    }
-
-    /// Pick a backend for a new session.
-    fn select(&self, cfg: &LbConfig, session: &Session, tried: &[String]) -> Option<Arc<Backend>> {
-        let configured = self.registry.configured();
-        let ready: Vec<Arc<Backend>> = configured
-            .iter()
-            .filter(|b| b.ready() && !tried.iter().any(|t| *t == b.id))
-            .cloned()
-            .collect();
-        if ready.is_empty() {
-            return None;
-        }
-        if cfg.stickiness.mode == StickyMode::Cookie
-            && let Some(id) = cookie(session.req_header(), &cfg.stickiness.cookie_name)
-            && let Some(b) = ready.iter().find(|b| b.id == id)
-        {
-            return Some(b.clone());
-        }
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        match cfg.balancing.policy {
-            Policy::LeastConn => least_conn::pick(&ready, turn),
-            Policy::RoundRobin => ready.get(turn % ready.len()).cloned(),
-            Policy::Hash => {
-                let key = cfg.balancing.key.as_deref().and_then(HashKey::parse);
-                let value = key.and_then(|k| hash_input(&k, session));
-                match value {
-                    Some(v) => self.ring.pick(&ready, v.as_bytes()),
-                    // No key in this request: fall back to least-connections.
-                    None => least_conn::pick(&ready, turn),
-                }
-            }
-        }
-    }
-}
+/// Heartbeat assumed for a backend whose open packet was never seen (Engine.IO's defaults).
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(45);
 
 /// The pingora proxy app: a handle on the shared [`Lb`].
 pub struct Proxy(pub Arc<Lb>);
@@ -127,46 +58,16 @@ pub struct Ctx {
     start: Instant,
     eio: EioRequest,
     upgrade: bool,
-    bound: Option<Arc<Backend>>,
+    /// The backend holding the named session, and how it was found.
+    bound: Option<(Arc<Backend>, Via)>,
     chosen: Option<Arc<Backend>>,
     tried: Vec<String>,
-    new_session: bool,
-    learn: Option<BytesMut>,
+    learn: Option<OpenLearner>,
     pending: Option<PendingGuard>,
     ws: Option<WsGuard>,
     upgraded: Option<UpgradedSid>,
     _slot: Option<ConnSlot>,
     body_seen: usize,
-}
-
-fn cookie(req: &RequestHeader, name: &str) -> Option<String> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .find_map(|v| {
-            v.to_str().ok()?.split(';').find_map(|kv| {
-                let (k, v) = kv.trim().split_once('=')?;
-                (k == name).then(|| v.trim().to_string())
-            })
-        })
-}
-
-fn hash_input(key: &HashKey, session: &Session) -> Option<String> {
-    let req = session.req_header();
-    match key {
-        HashKey::Query(name) => req.uri.query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == name.as_str())
-                .map(|(_, v)| v.into_owned())
-        }),
-        HashKey::Header(name) => req
-            .headers
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        HashKey::Cookie(name) => cookie(req, name),
-        HashKey::ClientIp => client_ip(session).map(|ip| ip.to_string()),
-    }
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -176,37 +77,138 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-fn head_size(req: &RequestHeader) -> usize {
-    let uri = req.uri.to_string().len();
-    req.headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + uri
-        + 16
-}
-
-/// Write a small complete response and count it as rejected (or unknown sid).
-async fn respond(
-    session: &mut Session,
-    code: u16,
-    headers: &[(&str, String)],
-    body: &'static str,
-) -> Result<bool> {
-    let mut resp = ResponseHeader::build(code, Some(headers.len() + 2))?;
-    for (k, v) in headers {
-        resp.insert_header(k.to_string(), v.as_str())?;
+/// Answer a refused request and count it: the one reject path of the proxy.
+async fn reject(lb: &Lb, session: &mut Session, r: Reject) -> Result<bool> {
+    if r.is_sid_unknown() {
+        lb.metrics.sid_unknown.with_label_values(&[r.reason]).inc();
+    } else {
+        lb.metrics.rejected.with_label_values(&[r.reason]).inc();
     }
-    resp.insert_header("Content-Length", body.len().to_string())?;
+    let mut resp = ResponseHeader::build(r.status, Some(4))?;
+    resp.insert_header("Content-Type", r.content_type())?;
+    resp.insert_header("Content-Length", r.body.len().to_string())?;
+    if let Some(after) = r.retry_after {
+        resp.insert_header("Retry-After", after.to_string())?;
+    }
+    if r.close {
+        resp.insert_header("Connection", "close")?;
+        session.set_keepalive(None);
+    }
     session
-        .write_response_header(Box::new(resp), body.is_empty())
+        .write_response_header(Box::new(resp), r.body.is_empty())
         .await?;
-    if !body.is_empty() {
+    if !r.body.is_empty() {
         session
-            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .write_response_body(Some(Bytes::from_static(r.body.as_bytes())), true)
             .await?;
     }
     Ok(true)
+}
+
+fn peer(backend: &Backend, cfg: &LbConfig, upgrade: bool) -> Box<HttpPeer> {
+    let mut peer = HttpPeer::new(backend.addr, false, String::new());
+    peer.options.connection_timeout = Some(cfg.timeouts.connect);
+    peer.options.total_connection_timeout = Some(cfg.timeouts.connect);
+    let read = if upgrade {
+        cfg.timeouts.websocket_idle
+    } else {
+        cfg.timeouts.polling_request
+    };
+    peer.options.read_timeout = Some(read);
+    peer.options.write_timeout = Some(read);
+    Box::new(peer)
+}
+
+impl Proxy {
+    /// Everything `request_filter` decides; `Err` is answered by [`reject`].
+    async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
+        let cfg = self.config.load();
+        let req = session.req_header();
+        admission::check_request(req, &cfg.limits)?;
+        ctx._slot = Some(admission::take_slot(
+            &self.conns,
+            client_ip(session),
+            &cfg.limits,
+        )?);
+        ctx.eio = EioRequest::classify(req.uri.path(), req.uri.query(), &cfg.engineio.path);
+        ctx.upgrade = session.is_upgrade_req();
+        match ctx.eio.sid.as_deref() {
+            Some(sid) if cfg.stickiness.mode != StickyMode::None => {
+                let bound = self.route_sid(&cfg, req, sid, ctx.eio.websocket).await?;
+                ctx.bound = Some(bound);
+            }
+            _ if ctx.eio.is_handshake() => {
+                if !self.any_ready() {
+                    return Err(Reject::no_backend());
+                }
+                admission::admit_new_session(
+                    &self.sids,
+                    &self.bucket,
+                    &cfg.limits,
+                    ctx.eio.websocket,
+                )?;
+            }
+            // Outside the Engine.IO path (or stickiness off): balanced like a new session.
+            _ => {}
+        }
+        if ctx.upgrade {
+            // pingora's 60 s downstream read timeout would cut idle WebSockets.
+            session.set_read_timeout(Some(cfg.timeouts.websocket_idle));
+        }
+        Ok(())
+    }
+
+    /// After the backend's response head: what the session's bookkeeping learns from it.
+    fn account_response(&self, cfg: &LbConfig, status: u16, ctx: &mut Ctx) -> Option<String> {
+        let b = ctx.chosen.clone()?;
+        if ctx.bound.is_none() && ctx.eio.is_handshake() {
+            match (ctx.eio.websocket, status) {
+                (true, 101) => self.metrics.handshakes.with_label_values(&[&b.id]).inc(),
+                (false, 200) => {
+                    self.metrics.handshakes.with_label_values(&[&b.id]).inc();
+                    ctx.learn = Some(OpenLearner::default());
+                }
+                (_, s) => {
+                    if s == 503 && b.ready() {
+                        // The node says it drains before our next check does.
+                        b.reported_draining();
+                        tracing::info!(backend = %b.id, "handshake answered 503: backend drains");
+                    }
+                    ctx.ws = None;
+                    ctx.pending = None;
+                }
+            }
+            if cfg.stickiness.mode == StickyMode::Cookie && status < 400 {
+                return Some(format!(
+                    "{}={}; Path=/; HttpOnly; SameSite=Lax",
+                    cfg.stickiness.cookie_name, b.id
+                ));
+            }
+            return None;
+        }
+        let (Some((bound, via)), Some(sid)) = (&ctx.bound, &ctx.eio.sid) else {
+            return None;
+        };
+        if ctx.eio.websocket && status == 101 {
+            // The polling session now lives in this tunnel.
+            self.sids.mark_upgraded(sid);
+            ctx.ws = Some(WsGuard::new(bound.clone(), self.metrics.clone()));
+            ctx.upgraded = Some(UpgradedSid {
+                table: self.sids.clone(),
+                sid: sid.clone(),
+            });
+        } else if !ctx.eio.websocket && *via != Via::Table && (200..300).contains(&status) {
+            // Routed by tag or cookie: this process counts the polling session from now on.
+            let ttl = bound.heartbeat().unwrap_or(DEFAULT_HEARTBEAT) + cfg.engineio.idle_margin;
+            if self.sids.insert_if_absent(sid, bound.clone(), ttl).is_err() {
+                self.metrics
+                    .rejected
+                    .with_label_values(&["sid_table_full"])
+                    .inc();
+            }
+        }
+        None
+    }
 }
 
 #[async_trait]
@@ -221,7 +223,6 @@ impl ProxyHttp for Proxy {
             bound: None,
             chosen: None,
             tried: Vec::new(),
-            new_session: false,
             learn: None,
             pending: None,
             ws: None,
@@ -232,120 +233,10 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let cfg = self.config.load();
-        let limits = &cfg.limits;
-        let req = session.req_header();
-        if head_size(req) > limits.max_header_bytes {
-            self.metrics
-                .rejected
-                .with_label_values(&["header_too_large"])
-                .inc();
-            return respond(session, 431, &[], "request header too large\n").await;
+        match self.admit(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(r) => reject(self, session, r).await,
         }
-        let content_length = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if content_length.is_some_and(|n| n > limits.max_body_bytes) {
-            self.metrics
-                .rejected
-                .with_label_values(&["body_too_large"])
-                .inc();
-            return respond(
-                session,
-                413,
-                &[("Connection", "close".into())],
-                "request body too large\n",
-            )
-            .await;
-        }
-        match self.conns.acquire(
-            client_ip(session),
-            limits.max_connections,
-            limits.max_connections_per_ip,
-        ) {
-            Ok(slot) => ctx._slot = Some(slot),
-            Err(r) => {
-                let reason = match r {
-                    Refused::Total => "max_connections",
-                    Refused::PerIp => "max_connections_per_ip",
-                };
-                self.metrics.rejected.with_label_values(&[reason]).inc();
-                return respond(
-                    session,
-                    503,
-                    &[("Retry-After", "1".into())],
-                    "too many connections\n",
-                )
-                .await;
-            }
-        }
-        let req = session.req_header();
-        ctx.eio = EioRequest::classify(req.uri.path(), req.uri.query(), &cfg.engineio.path);
-        ctx.upgrade = session.is_upgrade_req();
-
-        if let Some(sid) = ctx.eio.sid.clone()
-            && cfg.stickiness.mode != StickyMode::None
-        {
-            let backend = self.sids.lookup(&sid, ctx.eio.websocket);
-            match backend {
-                // A backend that failed its checks has lost the session: let the client
-                // re-handshake at once rather than wait for a 502.
-                Some(b) if b.state() != BackendState::Down => ctx.bound = Some(b),
-                found => {
-                    if found.is_some() {
-                        self.sids.remove(&sid);
-                    }
-                    self.metrics.sid_unknown.inc();
-                    return respond(
-                        session,
-                        400,
-                        &[("Content-Type", "application/json".into())],
-                        engineio::SESSION_UNKNOWN,
-                    )
-                    .await;
-                }
-            }
-        } else if ctx.eio.is_handshake() {
-            if !ctx.eio.websocket && !self.sids.has_room() {
-                self.metrics
-                    .rejected
-                    .with_label_values(&["sid_table_full"])
-                    .inc();
-                return respond(
-                    session,
-                    503,
-                    &[("Retry-After", "1".into())],
-                    "session table full\n",
-                )
-                .await;
-            }
-            if let Err(after) = self
-                .bucket
-                .take(limits.new_sessions_per_second, limits.new_sessions_burst)
-            {
-                self.metrics
-                    .rejected
-                    .with_label_values(&["new_session_rate"])
-                    .inc();
-                return respond(
-                    session,
-                    503,
-                    &[("Retry-After", after.to_string())],
-                    "too many new sessions\n",
-                )
-                .await;
-            }
-            ctx.new_session = true;
-        } else {
-            ctx.new_session = true;
-        }
-        if ctx.upgrade {
-            // pingora's 60 s downstream read timeout would cut idle WebSockets.
-            session.set_read_timeout(Some(cfg.timeouts.websocket_idle));
-        }
-        Ok(false)
     }
 
     async fn request_body_filter(
@@ -374,17 +265,20 @@ impl ProxyHttp for Proxy {
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let cfg = self.config.load();
         let backend = match &ctx.bound {
-            Some(b) => b.clone(),
-            None => match self.select(&cfg, session, &ctx.tried) {
-                Some(b) => b,
-                None => {
-                    self.metrics
-                        .rejected
-                        .with_label_values(&["no_backend"])
-                        .inc();
-                    return Error::e_explain(ErrorType::HTTPStatus(503), "no ready backend");
+            Some((b, _)) => b.clone(),
+            None => {
+                let ip = client_ip(session);
+                match self.pick_new(&cfg, session.req_header(), ip, &ctx.tried) {
+                    Some(b) => b,
+                    None => {
+                        self.metrics
+                            .rejected
+                            .with_label_values(&["no_backend"])
+                            .inc();
+                        return Error::e_explain(ErrorType::HTTPStatus(503), "no ready backend");
+                    }
                 }
-            },
+            }
         };
         ctx.tried.push(backend.id.clone());
         ctx.chosen = Some(backend.clone());
@@ -395,17 +289,7 @@ impl ProxyHttp for Proxy {
                 ctx.pending = Some(PendingGuard::new(backend.clone()));
             }
         }
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(cfg.timeouts.connect);
-        peer.options.total_connection_timeout = Some(cfg.timeouts.connect);
-        let read = if ctx.upgrade {
-            cfg.timeouts.websocket_idle
-        } else {
-            cfg.timeouts.polling_request
-        };
-        peer.options.read_timeout = Some(read);
-        peer.options.write_timeout = Some(read);
-        Ok(Box::new(peer))
+        Ok(peer(&backend, &cfg, ctx.upgrade))
     }
 
     fn fail_to_connect(
@@ -479,42 +363,22 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let status = resp.status.as_u16();
-        let Some(b) = ctx.chosen.clone() else {
-            return Ok(());
-        };
-        if ctx.new_session && ctx.eio.is_handshake() {
-            if ctx.eio.websocket && status == 101 {
-                self.metrics.handshakes.with_label_values(&[&b.id]).inc();
-            } else if !ctx.eio.websocket && status == 200 {
-                self.metrics.handshakes.with_label_values(&[&b.id]).inc();
-                ctx.learn = Some(BytesMut::new());
-            } else {
-                ctx.ws = None;
-                ctx.pending = None;
-            }
-            let cfg = self.config.load();
-            if cfg.stickiness.mode == StickyMode::Cookie && status < 400 {
-                resp.append_header(
-                    "Set-Cookie",
-                    format!(
-                        "{}={}; Path=/; HttpOnly; SameSite=Lax",
-                        cfg.stickiness.cookie_name, b.id
-                    ),
-                )?;
-            }
+        let cfg = self.config.load();
+        if let Some(cookie) = self.account_response(&cfg, resp.status.as_u16(), ctx) {
+            resp.append_header("Set-Cookie", cookie)?;
         }
-        if let (Some(bound), Some(sid)) = (&ctx.bound, &ctx.eio.sid)
-            && ctx.eio.websocket
-            && status == 101
-        {
-            // The polling session now lives in this tunnel.
-            self.sids.mark_upgraded(sid);
-            ctx.ws = Some(WsGuard::new(bound.clone(), self.metrics.clone()));
-            ctx.upgraded = Some(UpgradedSid {
-                table: self.sids.clone(),
-                sid: sid.clone(),
-            });
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if self.closing() {
+            // `Connection: close` on this response (see `Lb::start_closing`).
+            session.set_keepalive(None);
         }
         Ok(())
     }
@@ -526,32 +390,27 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        let Some(buf) = ctx.learn.as_mut() else {
+        let Some(learner) = ctx.learn.as_mut() else {
             return Ok(None);
         };
-        if let Some(chunk) = body.take() {
-            buf.extend_from_slice(&chunk);
-        }
-        if let Some(open) = engineio::parse_open(buf) {
-            if let Some(b) = ctx.chosen.clone() {
-                let margin = self.config.load().engineio.idle_margin;
-                if self
-                    .sids
-                    .insert(&open.sid, b, open.heartbeat + margin)
-                    .is_err()
-                {
-                    self.metrics
-                        .rejected
-                        .with_label_values(&["sid_table_full"])
-                        .inc();
-                    tracing::warn!("sid table full; session will not be sticky");
-                }
+        let Some(found) = learner.feed(body, end_of_stream) else {
+            return Ok(None);
+        };
+        ctx.learn = None;
+        ctx.pending = None;
+        if let (Some(open), Some(b)) = (found, ctx.chosen.clone()) {
+            let margin = self.config.load().engineio.idle_margin;
+            if self
+                .sids
+                .insert(&open.sid, b, open.heartbeat + margin)
+                .is_err()
+            {
+                self.metrics
+                    .rejected
+                    .with_label_values(&["sid_table_full"])
+                    .inc();
+                tracing::warn!("sid table full; session will not be sticky");
             }
-            ctx.pending = None;
-            *body = ctx.learn.take().map(BytesMut::freeze);
-        } else if end_of_stream || buf.len() > MAX_LEARN_BYTES {
-            ctx.pending = None;
-            *body = ctx.learn.take().map(BytesMut::freeze);
         }
         Ok(None)
     }
@@ -564,7 +423,7 @@ impl ProxyHttp for Proxy {
         let backend = ctx
             .chosen
             .as_ref()
-            .or(ctx.bound.as_ref())
+            .or(ctx.bound.as_ref().map(|(b, _)| b))
             .map(|b| b.id.as_str())
             .unwrap_or("none");
         let code_s = if code == 0 {

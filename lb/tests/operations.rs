@@ -260,7 +260,7 @@ fn polling_through_the_lb_to_nodejs_socketio_servers() {
             .values()
             .all(|c| c["disconnects"] == json!([]) && c["connects"] == json!(1))
     );
-    assert_eq!(lb.metric("iogate_lb_sid_unknown_total"), 0.0);
+    assert_eq!(lb.sid_400s(), 0.0);
     let on_js1 = per_node.values().filter(|n| *n == "js1").count();
     assert!((80..=120).contains(&on_js1), "js1 holds {on_js1} of 200");
 }

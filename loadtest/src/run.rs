@@ -410,6 +410,9 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
                     *slot = None;
                 }
                 let voluntary = reason.starts_with("io client disconnect");
+                if !voluntary {
+                    tracing::debug!(client = i, %reason, "session lost");
+                }
                 run.stats.disconnected(i, &reason, voluntary);
                 if run.stop_all.load(Ordering::Acquire) {
                     return;

@@ -187,6 +187,11 @@ pub struct EngineIoConfig {
     pub ack_timeout: Duration,
     /// Allowed CORS origins: empty = no CORS headers (same origin only), `["*"]` = any.
     pub cors_origins: Vec<String>,
+    /// The tag in front of every session id this node issues (`{tag}.{16 random chars}`), so a
+    /// load balancer routes a session it has never seen to this node. 1-8 characters of
+    /// `A-Z a-z 0-9 _ -`, unique in the cluster. Default: the node id when it is such a string,
+    /// else 8 characters derived from it.
+    pub sid_tag: Option<String>,
 }
 
 impl Default for EngineIoConfig {
@@ -202,6 +207,7 @@ impl Default for EngineIoConfig {
             upgrade_timeout: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(5),
             cors_origins: Vec::new(),
+            sid_tag: None,
         }
     }
 }
@@ -228,6 +234,23 @@ impl Default for DrainConfig {
             timeout: Duration::from_secs(60),
         }
     }
+}
+
+pub use iogate_shared::sid::valid_tag as valid_sid_tag;
+
+/// The default session-id tag of a node: its id when that is a valid tag, else 8 characters
+/// (48 bits of FNV-1a, URL-safe base64) derived from it — stable across restarts of the node.
+pub fn default_sid_tag(node_id: &str) -> String {
+    if valid_sid_tag(node_id) {
+        return node_id.to_string();
+    }
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let hash = node_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (0..8)
+        .map(|i| char::from(ALPHABET[((hash >> (i * 6)) & 63) as usize]))
+        .collect()
 }
 
 fn valid_host_port(s: &str) -> bool {
@@ -340,6 +363,14 @@ impl Validate for NodeConfig {
                 );
             }
         }
+        if let Some(tag) = &e.sid_tag
+            && !valid_sid_tag(tag)
+        {
+            p.push(
+                "engineio.sid_tag",
+                "must be 1-8 characters of A-Z a-z 0-9 _ -",
+            );
+        }
         if let Some(a) = &self.demo.lb_admin
             && !valid_host_port(a)
         {
@@ -418,6 +449,14 @@ impl NodeConfig {
         }
     }
 
+    /// The session-id tag for a node whose id is `node_id`.
+    pub fn resolved_sid_tag(&self, node_id: &str) -> String {
+        self.engineio
+            .sid_tag
+            .clone()
+            .unwrap_or_else(|| default_sid_tag(node_id))
+    }
+
     /// The node id, generating `hostname-xxxx` when none is configured.
     pub fn resolved_node_id(&self) -> String {
         if let Some(id) = &self.node_id {
@@ -429,5 +468,23 @@ impl NodeConfig {
             .unwrap_or_else(|| "node".into());
         let suffix: u16 = rand::random();
         format!("{host}-{suffix:04x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_sid_tags() {
+        assert_eq!(default_sid_tag("node-1"), "node-1");
+        let long = default_sid_tag("worker.example.com-7f3a");
+        assert_eq!(long.len(), 8);
+        assert!(valid_sid_tag(&long));
+        assert_eq!(long, default_sid_tag("worker.example.com-7f3a"));
+        assert_ne!(long, default_sid_tag("worker.example.com-7f3b"));
+        assert!(!valid_sid_tag(""));
+        assert!(!valid_sid_tag("a.b"));
+        assert!(!valid_sid_tag("ninechars"));
     }
 }

@@ -1,17 +1,23 @@
-//! TCP connections the node can cut on purpose, and which connection carries which session.
+//! TCP connections the node can cut on purpose, and how to end each session's transport.
 //!
 //! A drain must make clients *reconnect elsewhere*. A Socket.IO DISCONNECT packet does not do
-//! that (socket.io-client treats "io server disconnect" as final), but a lost transport does
-//! ("transport close" / "transport error" → automatic reconnect). socketioxide has no public way
-//! to close a socket's transport, so the node owns its TCP connections instead:
+//! that (socket.io-client treats "io server disconnect" as final), but a closed transport does
+//! ("transport close" → automatic reconnect). socketioxide has no public way to close a socket's
+//! transport, so the node ends it itself, and only ever the session's own:
 //!
-//! - [`KillableListener`] wraps the TCP listener; every accepted stream carries a [`ConnHandle`]
-//!   whose `kill()` makes the next read fail, so hyper/tungstenite drop the connection.
-//! - [`ConnInfo`] is axum's per-connection info (in every request's extensions, and so in every
-//!   socket's `req_parts`), holding that handle.
-//! - [`SessionConns`] remembers, per Engine.IO sid, the connection its latest request used (a
-//!   WebSocket upgrade pins it), and which sids are being drained: a polling request for a
-//!   drained sid is answered with an Engine.IO `close` packet so the client reconnects.
+//! - A **WebSocket** owns its TCP connection (behind a proxy too: after the `101` the upstream
+//!   connection is a tunnel for that one session). [`KillableListener`] wraps the TCP listener;
+//!   every accepted stream carries a [`ConnHandle`] whose `kill()` makes the next read fail, so
+//!   hyper/tungstenite drop the connection and the client sees it close.
+//! - A **polling** session does not own a connection: a proxy that pools upstream connections
+//!   (iogate-lb, nginx with `keepalive`) sends other sessions' requests — of this node — over the
+//!   same one, so cutting it would break them. Instead the session's pending long-poll `GET` is
+//!   answered with an Engine.IO `close` packet (`1`), and so is every later `GET` naming it.
+//!
+//! [`ConnInfo`] is axum's per-connection info (in every request's extensions, and so in every
+//! socket's `req_parts`), holding the handle. [`SessionConns`] remembers, per Engine.IO sid,
+//! the WebSocket connection (once its `101` is sent) and which sids are being drained, and wakes
+//! a drained session's pending long-poll.
 
 use std::collections::HashMap;
 use std::io;
@@ -26,6 +32,7 @@ use axum::serve::{IncomingStream, Listener};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 struct KillSwitch {
@@ -174,71 +181,83 @@ impl Connected<IncomingStream<'_, KillableListener>> for ConnInfo {
 
 #[derive(Debug)]
 struct Entry {
-    handle: ConnHandle,
-    websocket: bool,
+    /// The session's WebSocket connection, once it has one.
+    websocket: Option<ConnHandle>,
     draining: bool,
+    /// Wakes the session's pending long-poll when it is drained.
+    closer: Arc<Notify>,
 }
 
-/// Which connection each Engine.IO session uses, and which sessions are being drained.
+impl Entry {
+    fn new(websocket: Option<ConnHandle>) -> Entry {
+        Entry {
+            websocket,
+            draining: false,
+            closer: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// Which connection each WebSocket session uses, and which sessions are being drained.
 #[derive(Debug, Default)]
 pub struct SessionConns {
     map: Mutex<HashMap<String, Entry>>,
 }
 
 impl SessionConns {
-    /// Start tracking `sid` (a socket connected) on the connection of its handshake.
-    pub fn register(&self, sid: &str, handle: Option<&ConnHandle>, websocket: bool) {
-        if let Ok(mut map) = self.map.lock() {
-            map.entry(sid.to_string()).or_insert_with(|| Entry {
-                handle: handle.cloned().unwrap_or_default(),
-                websocket,
-                draining: false,
-            });
-        }
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // Every operation leaves the map whole: a poisoned lock still holds valid entries.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Record that a request for a tracked `sid` arrived on `handle`. A WebSocket request pins
-    /// the sid to its connection (polling requests during the upgrade do not replace it).
+    /// Start tracking `sid` (a socket connected). `websocket` is the connection of a session
+    /// that started on a WebSocket.
+    pub fn register(&self, sid: &str, websocket: Option<&ConnHandle>) {
+        self.map()
+            .entry(sid.to_string())
+            .or_insert_with(|| Entry::new(websocket.cloned()));
+    }
+
+    /// A polling session upgraded: its WebSocket (the `101` was sent) runs on `handle`.
     /// Untracked sids are ignored, so the table only ever holds live sockets.
-    pub fn seen(&self, sid: &str, handle: &ConnHandle, websocket: bool) {
-        let Ok(mut map) = self.map.lock() else { return };
-        if let Some(e) = map.get_mut(sid)
-            && (websocket || !e.websocket)
-        {
-            e.handle = handle.clone();
-            e.websocket = websocket;
+    pub fn upgraded(&self, sid: &str, handle: &ConnHandle) {
+        if let Some(e) = self.map().get_mut(sid) {
+            if e.draining {
+                // Drained while its upgrade was under way.
+                handle.kill();
+            }
+            e.websocket = Some(handle.clone());
         }
     }
 
     /// Whether `sid` is being drained.
     pub fn is_draining(&self, sid: &str) -> bool {
-        self.map
-            .lock()
-            .map(|m| m.get(sid).is_some_and(|e| e.draining))
-            .unwrap_or(false)
+        self.map().get(sid).is_some_and(|e| e.draining)
     }
 
-    /// Mark `sid` drained and cut the connection its latest request used. Returns false when
-    /// the sid was not tracked (it is then only marked, and the caller must close it otherwise).
+    /// The notifier a pending long-poll of `sid` waits on (see [`drain`](Self::drain)).
+    pub fn closer(&self, sid: &str) -> Option<Arc<Notify>> {
+        self.map().get(sid).map(|e| e.closer.clone())
+    }
+
+    /// Mark `sid` drained and end its transport: cut its WebSocket connection, or wake its
+    /// pending long-poll (answered with a `close` packet). Returns false when the sid was not
+    /// tracked (it is then only marked, and the caller must close it otherwise).
     pub fn drain(&self, sid: &str) -> bool {
-        let Ok(mut map) = self.map.lock() else {
-            return false;
-        };
+        let mut map = self.map();
         match map.get_mut(sid) {
             Some(e) => {
                 e.draining = true;
-                e.handle.kill();
+                match &e.websocket {
+                    Some(conn) => conn.kill(),
+                    None => e.closer.notify_waiters(),
+                }
                 true
             }
             None => {
-                map.insert(
-                    sid.to_string(),
-                    Entry {
-                        handle: ConnHandle::default(),
-                        websocket: false,
-                        draining: true,
-                    },
-                );
+                let mut e = Entry::new(None);
+                e.draining = true;
+                map.insert(sid.to_string(), e);
                 false
             }
         }
@@ -246,18 +265,53 @@ impl SessionConns {
 
     /// Forget `sid` (its socket is gone).
     pub fn remove(&self, sid: &str) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(sid);
-        }
+        self.map().remove(sid);
     }
 
     /// Number of sessions tracked.
     pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
+        self.map().len()
     }
 
     /// Whether no session is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_cuts_websockets_and_wakes_polls() {
+        let conns = SessionConns::default();
+        let ws = ConnHandle::default();
+        conns.register("w", Some(&ws));
+        let pooled = ConnHandle::default();
+        conns.register("p", None);
+        // A polling session never pins a (possibly pooled) connection.
+        let closer = conns.closer("p").expect("tracked");
+        let notified = closer.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        assert!(conns.drain("p"));
+        assert!(!pooled.is_killed());
+        assert!(conns.is_draining("p"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), notified)
+            .await
+            .expect("the pending poll is woken");
+        assert!(conns.drain("w"));
+        assert!(ws.is_killed());
+        // An upgraded polling session is cut on its WebSocket.
+        let up = ConnHandle::default();
+        conns.register("u", None);
+        conns.upgraded("u", &up);
+        conns.drain("u");
+        assert!(up.is_killed());
+        assert!(!conns.drain("unknown"));
+        assert!(conns.is_draining("unknown"));
+        conns.remove("w");
+        assert_eq!(conns.len(), 3);
     }
 }

@@ -53,6 +53,8 @@ pub type SocketCounter = Arc<dyn Fn() -> (usize, usize) + Send + Sync>;
 pub struct HttpState {
     /// This node's id.
     pub node_id: Arc<str>,
+    /// The tag of the session ids it issues.
+    pub sid_tag: Arc<str>,
     /// True from the first shutdown signal on.
     pub draining: Arc<AtomicBool>,
     /// True once every namespace is registered.
@@ -90,6 +92,7 @@ async fn readyz(State(st): State<HttpState>) -> Response {
     let body = json!({
         "ready": ready,
         "node": &*st.node_id,
+        "sid_tag": &*st.sid_tag,
         "sockets": polling + websocket,
         "draining": draining,
         "namespaces_registered": registered,
@@ -120,9 +123,21 @@ async fn metrics(State(st): State<HttpState>) -> Response {
         .into_response()
 }
 
-/// Middleware on every request: for the Engine.IO path, remember which connection each sid uses,
-/// answer polls of drained sessions with an Engine.IO `close` packet, refuse new sessions while
-/// draining (503 + Retry-After), and count error answers.
+/// An Engine.IO `close` packet as a polling answer: the client closes the transport ("transport
+/// close") and reconnects — elsewhere, through the load balancer.
+fn close_packet() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        Body::from("1"),
+    )
+        .into_response()
+}
+
+/// Middleware on every request: for the Engine.IO path, record each session's WebSocket
+/// connection, answer the long-polls of drained sessions with an Engine.IO `close` packet (the
+/// pending one at once), refuse new sessions while draining (503 + Retry-After), and count error
+/// answers.
 pub async fn engineio_guard(State(st): State<HttpState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let on_eio = path
@@ -151,25 +166,50 @@ pub async fn engineio_guard(State(st): State<HttpState>, req: Request, next: Nex
         )
             .into_response();
     }
-    if let Some(sid) = &sid {
-        if st.conns.is_draining(sid) && !websocket && req.method() == Method::GET {
-            // Engine.IO "close": the client closes the transport and reconnects elsewhere.
-            return (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
-                Body::from("1"),
-            )
-                .into_response();
-        }
-        if let Some(ConnectInfo(ci)) = req.extensions().get::<ConnectInfo<ConnInfo>>() {
-            st.conns.seen(sid, &ci.handle, websocket);
-        }
-    }
     let mut req = req;
-    if sid.is_none() {
-        detach_request_head(&mut req);
-    }
-    let resp = next.run(req).await;
+    let resp = match &sid {
+        None => {
+            detach_request_head(&mut req);
+            next.run(req).await
+        }
+        Some(sid) if websocket => {
+            let conn = req
+                .extensions()
+                .get::<ConnectInfo<ConnInfo>>()
+                .map(|ConnectInfo(ci)| ci.handle.clone());
+            let resp = next.run(req).await;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(conn) = conn
+            {
+                // The session's transport is this connection from now on.
+                st.conns.upgraded(sid, &conn);
+            }
+            resp
+        }
+        Some(sid) if req.method() == Method::GET => {
+            // A long-poll: answered with `close` if the session is (or gets) drained.
+            match st.conns.closer(sid) {
+                None => next.run(req).await,
+                Some(closer) => {
+                    let drained = closer.notified();
+                    tokio::pin!(drained);
+                    drained.as_mut().enable();
+                    if st.conns.is_draining(sid) {
+                        return close_packet();
+                    }
+                    tokio::select! {
+                        // A poll that got packets completes in the same poll of its future, so
+                        // one still pending has taken nothing from the session's queue: dropping
+                        // it for the close packet loses no packet.
+                        biased;
+                        resp = next.run(req) => resp,
+                        () = &mut drained => close_packet(),
+                    }
+                }
+            }
+        }
+        Some(_) => next.run(req).await,
+    };
     let status = resp.status();
     if status.is_client_error() || status.is_server_error() {
         st.metrics

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use socketioxide::adapter::{Adapter, Emitter};
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::Sid;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
@@ -46,6 +47,9 @@ pub enum NodeError {
     /// A namespace could not be registered with the adapter.
     #[error("registering namespace: {0}")]
     Namespace(String),
+    /// The session-id tag is not valid (config validation should have caught it).
+    #[error("engineio.sid_tag: {0}")]
+    SidTag(String),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Serve(std::io::Error),
@@ -55,6 +59,7 @@ pub enum NodeError {
 pub struct BoundNode {
     cfg: NodeConfig,
     node_id: Arc<str>,
+    sid_tag: Arc<str>,
     listener: TcpListener,
 }
 
@@ -68,9 +73,11 @@ impl BoundNode {
                 source,
             })?;
         let node_id: Arc<str> = cfg.resolved_node_id().into();
+        let sid_tag: Arc<str> = cfg.resolved_sid_tag(&node_id).into();
         Ok(Self {
             cfg,
             node_id,
+            sid_tag,
             listener,
         })
     }
@@ -85,8 +92,15 @@ impl BoundNode {
         &self.node_id
     }
 
+    /// The tag in front of the session ids this node issues.
+    pub fn sid_tag(&self) -> &str {
+        &self.sid_tag
+    }
+
     /// Serve until `drain_signal` resolves, then drain and return.
     pub async fn run(self, drain_signal: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+        // Session ids are generated in engineioxide (vendored): `{tag}.{random}`.
+        Sid::set_session_tag(Some(&self.sid_tag)).map_err(|e| NodeError::SidTag(e.to_string()))?;
         let metrics = NodeMetrics::new()?;
         let conns = Arc::new(SessionConns::default());
         let ctx = Arc::new(AppCtx {
@@ -98,6 +112,7 @@ impl BoundNode {
         let parts = Parts {
             cfg: self.cfg.clone(),
             node_id: self.node_id.clone(),
+            sid_tag: self.sid_tag.clone(),
             metrics: metrics.clone(),
             conns,
             listener: self.listener,
@@ -152,6 +167,7 @@ impl BoundNode {
 struct Parts {
     cfg: NodeConfig,
     node_id: Arc<str>,
+    sid_tag: Arc<str>,
     metrics: NodeMetrics,
     conns: Arc<SessionConns>,
     listener: TcpListener,
@@ -208,6 +224,7 @@ async fn serve<A: Adapter>(
     let counter_io = io.clone();
     let state = HttpState {
         node_id: parts.node_id.clone(),
+        sid_tag: parts.sid_tag.clone(),
         draining: draining.clone(),
         ready,
         bus,
@@ -242,7 +259,7 @@ async fn serve<A: Adapter>(
     ));
 
     let addr = parts.listener.local_addr().ok();
-    tracing::info!(node = %parts.node_id, ?addr, profile = ?parts.cfg.profile,
+    tracing::info!(node = %parts.node_id, sid_tag = %parts.sid_tag, ?addr, profile = ?parts.cfg.profile,
         redis = parts.cfg.redis.enabled(), "iogate-node serving");
 
     let (stop_tx, mut stop_rx) = watch::channel(false);

@@ -58,13 +58,18 @@ impl AppCtx {
     pub fn on_socket_connected<A: Adapter>(self: &Arc<Self>, socket: &SocketRef<A>) {
         self.metrics.connects.inc();
         let sid = socket.id.to_string();
-        let handle = socket
-            .req_parts()
-            .extensions
-            .get::<axum::extract::ConnectInfo<ConnInfo>>()
-            .map(|c| c.0.handle.clone());
-        let ws = socket.transport_type() == TransportType::Websocket;
-        self.conns.register(&sid, handle.as_ref(), ws);
+        // A session that started on a WebSocket owns the handshake's connection; a polling
+        // session owns none (its WebSocket, if it upgrades, is recorded by the guard).
+        let websocket = (socket.transport_type() == TransportType::Websocket)
+            .then(|| {
+                socket
+                    .req_parts()
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<ConnInfo>>()
+                    .map(|c| c.0.handle.clone())
+            })
+            .flatten();
+        self.conns.register(&sid, websocket.as_ref());
         let ctx = self.clone();
         socket.on_disconnect(move |s: SocketRef<A>, reason: DisconnectReason| {
             ctx.metrics

@@ -1,24 +1,101 @@
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::RwLock};
 
 use base64::Engine;
 use rand::RngExt;
 
-/// A session id made of 96 random bits, represented as a 16 char url-safe base64 string
+// iogate patch (vendor/engineioxide-core/PATCHED.md): a session id may carry a short node tag
+// before its 96 random bits, `{tag}.{16 random chars}`, so a load balancer can route a session it
+// has never seen to the node that minted it. Untagged ids (16 chars) are what upstream generates
+// and still parse.
+
+/// Longest node tag a session id may carry (iogate patch).
+pub const MAX_TAG_LEN: usize = 8;
+const RANDOM_LEN: usize = 16;
+const MAX_LEN: usize = MAX_TAG_LEN + 1 + RANDOM_LEN;
+
+/// The tag [`Sid::new_session`] puts in front of new session ids (iogate patch).
+static SESSION_TAG: RwLock<Option<([u8; MAX_TAG_LEN], u8)>> = RwLock::new(None);
+
+fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// A session id made of 96 random bits, represented as a 16 char url-safe base64 string,
+/// optionally preceded by a node tag and a dot (iogate patch).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sid([u8; 16]);
+pub struct Sid {
+    buf: [u8; MAX_LEN],
+    len: u8,
+}
 
 impl Sid {
     /// A zeroed session id
-    pub const ZERO: Self = Self([0u8; 16]);
+    pub const ZERO: Self = Self {
+        buf: [0u8; MAX_LEN],
+        len: RANDOM_LEN as u8,
+    };
     /// Generate a new random session id (base64 16 chars)
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Get the session id as a base64 16 chars string
+    /// Get the session id as a string
     pub const fn as_str(&self) -> &str {
-        // SAFETY: SID is always a base64 chars string
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
+        let (id, _) = self.buf.split_at(self.len as usize);
+        // SAFETY: SID is always an ASCII string (base64 chars, tag chars and a dot)
+        unsafe { std::str::from_utf8_unchecked(id) }
+    }
+
+    /// Set the node tag of the session ids [`Sid::new_session`] generates from now on (iogate
+    /// patch). `None` goes back to untagged ids. A tag is 1 to [`MAX_TAG_LEN`] url-safe base64
+    /// characters (`A-Z a-z 0-9 _ -`).
+    pub fn set_session_tag(tag: Option<&str>) -> Result<(), SidDecodeError> {
+        let value = match tag {
+            None => None,
+            Some(t) => {
+                if t.is_empty() || t.len() > MAX_TAG_LEN {
+                    return Err(SidDecodeError::InvalidLength);
+                }
+                if !t.bytes().all(is_id_byte) {
+                    return Err(SidDecodeError::InvalidBase64String);
+                }
+                let mut buf = [0u8; MAX_TAG_LEN];
+                buf[..t.len()].copy_from_slice(t.as_bytes());
+                Some((buf, t.len() as u8))
+            }
+        };
+        match SESSION_TAG.write() {
+            Ok(mut g) => *g = value,
+            Err(p) => *p.into_inner() = value,
+        }
+        Ok(())
+    }
+
+    /// A new id for an Engine.IO session: `{tag}.{random}` when a tag is set with
+    /// [`Sid::set_session_tag`], else the same as [`Sid::new`] (iogate patch).
+    pub fn new_session() -> Self {
+        let tag = match SESSION_TAG.read() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        };
+        let random = Self::default();
+        let Some((tag, tag_len)) = tag else {
+            return random;
+        };
+        let tag_len = tag_len as usize;
+        let mut id = Self {
+            buf: [0u8; MAX_LEN],
+            len: (tag_len + 1 + RANDOM_LEN) as u8,
+        };
+        id.buf[..tag_len].copy_from_slice(&tag[..tag_len]);
+        id.buf[tag_len] = b'.';
+        id.buf[tag_len + 1..tag_len + 1 + RANDOM_LEN].copy_from_slice(random.as_str().as_bytes());
+        id
+    }
+
+    /// The node tag of a tagged id (iogate patch).
+    pub fn tag(&self) -> Option<&str> {
+        self.as_str().split_once('.').map(|(tag, _)| tag)
     }
 }
 
@@ -46,37 +123,44 @@ impl FromStr for Sid {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         use SidDecodeError::*;
 
-        let mut id = [0u8; 16];
+        // `{random}` or `{tag}.{random}` (iogate patch)
+        let (tag, random) = match s.split_once('.') {
+            Some((tag, random)) => (Some(tag), random),
+            None => (None, s),
+        };
 
         // Verify the length of the string
-        if s.len() != 16 {
+        if random.len() != RANDOM_LEN
+            || tag.is_some_and(|t| t.is_empty() || t.len() > MAX_TAG_LEN)
+        {
             return Err(InvalidLength);
         }
 
         // Verify that the string is a valid base64 url safe string without padding
-        for (idx, byte) in s.as_bytes()[0..16].iter().enumerate() {
-            if byte.is_ascii_alphanumeric() || byte == &b'_' || byte == &b'-' {
-                id[idx] = *byte;
-            } else {
-                return Err(InvalidBase64String);
-            }
+        if !tag.unwrap_or("").bytes().chain(random.bytes()).all(is_id_byte) {
+            return Err(InvalidBase64String);
         }
-        Ok(Sid(id))
+        let mut id = Self {
+            buf: [0u8; MAX_LEN],
+            len: s.len() as u8,
+        };
+        id.buf[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(id)
     }
 }
 
 impl Default for Sid {
     fn default() -> Self {
         let mut random = [0u8; 12]; // 12 bytes = 16 chars base64
-        let mut id = [0u8; 16];
+        let mut id = Self::ZERO;
 
         rand::rng().fill(&mut random);
 
         base64::prelude::BASE64_URL_SAFE_NO_PAD
-            .encode_slice(random, &mut id)
+            .encode_slice(random, &mut id.buf[..RANDOM_LEN])
             .unwrap();
 
-        Sid(id)
+        id
     }
 }
 
@@ -131,6 +215,26 @@ mod tests {
     use std::str::FromStr;
 
     use crate::sid::Sid;
+
+    #[test]
+    fn tagged_session_ids() {
+        // iogate patch
+        assert!(Sid::set_session_tag(Some("toolongtag")).is_err());
+        assert!(Sid::set_session_tag(Some("a.b")).is_err());
+        Sid::set_session_tag(Some("n1")).unwrap();
+        let id = Sid::new_session();
+        assert_eq!(id.tag(), Some("n1"));
+        assert_eq!(id.as_str().len(), 2 + 1 + 16);
+        assert_eq!(Sid::from_str(id.as_str()).unwrap(), id);
+        // Request ids and server ids stay untagged.
+        assert_eq!(Sid::new().tag(), None);
+        Sid::set_session_tag(None).unwrap();
+        assert_eq!(Sid::new_session().tag(), None);
+        assert!(Sid::from_str(".AA9AAA0AAzAAAAHs").is_err());
+        assert!(Sid::from_str("123456789.AA9AAA0AAzAAAAHs").is_err());
+        assert!(Sid::from_str("a b.AA9AAA0AAzAAAAHs").is_err());
+        assert_eq!(Sid::from_str("tag.AA9AAA0AAzAAAAHs").unwrap().tag(), Some("tag"));
+    }
 
     #[test]
     fn test_sid_from_str() {

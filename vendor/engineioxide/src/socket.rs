@@ -260,7 +260,8 @@ where
         let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
-            id: Sid::new(),
+            // iogate patch: the session id carries the node tag (vendor/engineioxide/PATCHED.md)
+            id: Sid::new_session(),
             protocol,
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
@@ -356,7 +357,10 @@ where
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
 
-        let mut interval_tick = tokio::time::interval(interval);
+        // iogate patch: the first PING goes out one `interval` after the open packet, as the
+        // reference server (socket.io's engine.io) does; `interval()` would tick at once.
+        let mut interval_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         interval_tick.tick().await;
         // Some clients send the pong packet in first. If that happens, we should consume it.
         heartbeat_rx.try_recv().ok();

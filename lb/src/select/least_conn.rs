@@ -45,9 +45,10 @@ mod tests {
                 id: Some(format!("b{i}")),
                 address: format!("127.0.0.1:{}", 5000 + i),
                 weight: *w,
+                sid_tag: None,
             })
             .collect();
-        Registry::new(&ups, true)
+        Registry::new(&ups, true).expect("valid")
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! Servers under test: the `iogate-node` binary and plain Node.js socket.io servers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::http::http_get;
+use crate::js_dir;
+use crate::metrics::require_metric;
+use crate::process::{Proc, bin_command, wait_for};
+
+/// A running `iogate-node`.
+pub struct Node {
+    pub id: String,
+    pub port: u16,
+    child: Proc,
+    _config: Option<tempfile::NamedTempFile>,
+}
+
+impl Node {
+    /// Start a node with `--listen 127.0.0.1:0`, the given id and extra args; wait for `/readyz`.
+    pub fn start(id: &str, args: &[&str]) -> Node {
+        Self::start_with_config(id, args, None)
+    }
+
+    /// Like [`start`](Self::start) with a YAML config written to a temp file.
+    pub fn start_with_config(id: &str, args: &[&str], yaml: Option<&str>) -> Node {
+        Self::start_full(id, 0, args, yaml)
+    }
+
+    /// Start on a given port (0 = any), e.g. to restart a killed node where it was.
+    pub fn start_on(id: &str, port: u16, args: &[&str]) -> Node {
+        Self::start_full(id, port, args, None)
+    }
+
+    fn start_full(id: &str, port: u16, args: &[&str], yaml: Option<&str>) -> Node {
+        let config = yaml.map(|y| {
+            let mut f = tempfile::NamedTempFile::new().expect("temp config");
+            f.write_all(y.as_bytes()).expect("write config");
+            f
+        });
+        let mut cmd = bin_command("iogate-node", "warn,fred=error");
+        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--node-id", id])
+            .args(args);
+        if let Some(f) = &config {
+            cmd.arg("--config").arg(f.path());
+        }
+        let mut node = Self::spawn_announced(id, cmd, ("/readyz", 200));
+        node._config = config;
+        node
+    }
+
+    /// A plain Node.js socket.io server (`testkit/js/server.mjs`) as a backend.
+    pub fn start_js(id: &str) -> Node {
+        Self::start_js_with(id, &[])
+    }
+
+    /// A Node.js socket.io server with `testkit/js/server.mjs` flags: `--plain` (no route but
+    /// socket.io's), `--sid-tag TAG` (session ids `TAG.<random>`). Readiness is an Engine.IO
+    /// answer (a 400 to an unknown sid: socket.io is attached, and no session is left behind).
+    pub fn start_js_with(id: &str, flags: &[&str]) -> Node {
+        let mut cmd = Command::new("node");
+        cmd.arg("server.mjs")
+            .arg(id)
+            .arg("0")
+            .args(flags)
+            .current_dir(js_dir());
+        Self::spawn_announced(
+            id,
+            cmd,
+            ("/socket.io/?EIO=4&transport=polling&sid=none", 400),
+        )
+    }
+
+    /// Spawn a server that prints "... listening on HOST:PORT" first on stdout; wait until
+    /// `ready.0` answers `ready.1`.
+    fn spawn_announced(id: &str, mut cmd: Command, ready: (&str, u16)) -> Node {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server printed its address");
+        let port: u16 = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let node = Node {
+            id: id.to_string(),
+            port,
+            child: Proc(child),
+            _config: None,
+        };
+        wait_for(Duration::from_secs(20), "server ready", || {
+            http_get(port, ready.0)
+                .filter(|(s, _)| *s == ready.1)
+                .map(|_| ())
+        });
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path).unwrap_or_else(|| panic!("GET {path} on {}", self.id))
+    }
+
+    /// Value of a metric line, e.g. `iogate_node_bus_dropped_total{reason="bus_down"}`.
+    pub fn metric(&self, name: &str) -> f64 {
+        require_metric(&self.get("/metrics").1, name, &self.id)
+    }
+
+    /// Send a signal by name (TERM, INT, KILL).
+    pub fn signal(&self, sig: &str) {
+        self.child.signal(sig);
+    }
+
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait()
+    }
+}
+
+/// Wait until every node's Redis bus is up (cross-node delivery needs the subscriptions).
+pub fn wait_bus_up<'a>(nodes: impl IntoIterator<Item = &'a Node>) {
+    let nodes: Vec<&Node> = nodes.into_iter().collect();
+    wait_for(Duration::from_secs(15), "bus up on every node", || {
+        nodes
+            .iter()
+            .all(|n| n.metric("iogate_node_bus_up") == 1.0)
+            .then_some(())
+    });
+}
