@@ -3,6 +3,7 @@
 //! socket.io-client sockets (`js/fleet.mjs`), all on free ports, all killed on drop. Readiness
 //! is polled, never slept for.
 
+pub mod eio;
 mod fleet;
 mod haproxy;
 mod http;

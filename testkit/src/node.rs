@@ -60,8 +60,14 @@ impl Node {
     /// socket.io's), `--sid-tag TAG` (session ids `TAG.<random>`). Readiness is an Engine.IO
     /// answer (a 400 to an unknown sid: socket.io is attached, and no session is left behind).
     pub fn start_js_with(id: &str, flags: &[&str]) -> Node {
+        Self::start_js_script("server.mjs", id, flags)
+    }
+
+    /// A Node.js server from `testkit/js/{script}` (`node SCRIPT ID 0 FLAGS…`) that prints
+    /// "… listening on HOST:PORT"; ready once socket.io answers.
+    pub fn start_js_script(script: &str, id: &str, flags: &[&str]) -> Node {
         let mut cmd = Command::new("node");
-        cmd.arg("server.mjs")
+        cmd.arg(script)
             .arg(id)
             .arg("0")
             .args(flags)

@@ -58,11 +58,12 @@ impl<B> From<Error> for Response<ResponseBody<B>> {
                 .unwrap(),
 
             Error::UnknownSessionID(_) => {
-                conn_err_resp("{\"code\":\"1\",\"message\":\"Session ID unknown\"}")
+                // iogate patch: numeric `code`s, as the reference server sends them
+                conn_err_resp("{\"code\":1,\"message\":\"Session ID unknown\"}")
             }
 
             Error::TransportMismatch => {
-                conn_err_resp("{\"code\":\"3\",\"message\":\"Bad request\"}")
+                conn_err_resp("{\"code\":3,\"message\":\"Bad request\"}")
             }
 
             _e => {

@@ -99,17 +99,18 @@ impl<B> From<ParseError> for Response<ResponseBody<B>> {
                 .body(ResponseBody::custom_response(message.into()))
                 .unwrap()
         };
+        // iogate patch: numeric `code`s, as the reference server (socket.io's engine.io) sends them
         match err {
-            UnknownTransport => conn_err_resp("{\"code\":\"0\",\"message\":\"Transport unknown\"}"),
+            UnknownTransport => conn_err_resp("{\"code\":0,\"message\":\"Transport unknown\"}"),
             BadHandshakeMethod => {
-                conn_err_resp("{\"code\":\"2\",\"message\":\"Bad handshake method\"}")
+                conn_err_resp("{\"code\":2,\"message\":\"Bad handshake method\"}")
             }
-            TransportMismatch => conn_err_resp("{\"code\":\"3\",\"message\":\"Bad request\"}"),
+            TransportMismatch => conn_err_resp("{\"code\":3,\"message\":\"Bad request\"}"),
             UnsupportedProtocolVersion => {
-                conn_err_resp("{\"code\":\"5\",\"message\":\"Unsupported protocol version\"}")
+                conn_err_resp("{\"code\":5,\"message\":\"Unsupported protocol version\"}")
             }
             UnknownSessionId => {
-                conn_err_resp("{\"code\":\"1\",\"message\":\"Session ID unknown\"}")
+                conn_err_resp("{\"code\":1,\"message\":\"Session ID unknown\"}")
             }
         }
     }
