@@ -34,4 +34,8 @@ check frontdoor "^\| iogate-lb \| [0-9.]+ ms" "^\| nginx \| [0-9.]+ ms" "^\| hap
 echo "==> bench smoke: cluster"
 OUT="$base/cluster" RATES="2 5" bench/cluster.sh 40 2 100 5 >/dev/null
 check cluster "^\| iogate \| 2 \| [0-9]+ \|" "^\| socketio \| 2 \| [0-9]+ \|" "memory per idle client"
+echo "==> bench smoke: continuity"
+OUT="$base/continuity" bench/continuity.sh 6 >/dev/null
+check continuity "^\| SIGTERM one node \(paced drain\) \| 200 \| 0 \|" "^\| binary upgrade \(-u \+ SIGQUIT\) \| 300 \| 0 \|" \
+  "^\| 2 LB replicas behind HAProxy mode tcp \| 200 \| 0 \|" "^\| quick form, 2 plain Node.js socket.io servers \| 200 \| 0 \|"
 echo "bench smoke: ok"

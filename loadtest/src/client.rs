@@ -414,6 +414,11 @@ async fn ws_loop(
                 },
                 Some(Ok(Message::Close(_))) | None => break "transport close".to_string(),
                 Some(Ok(_)) => {}
+                // The connection ended without a close frame (TCP FIN): the browser and Node.js
+                // WebSocket report a close (code 1006), and socket.io-client "transport close".
+                Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(
+                    tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ))) => break "transport close".to_string(),
                 Some(Err(e)) => break format!("transport error: {e}"),
             },
             o = out.recv() => match o {
