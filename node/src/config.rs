@@ -45,8 +45,37 @@ pub struct NodeConfig {
     pub engineio: EngineIoConfig,
     /// Graceful drain on SIGTERM/SIGINT.
     pub drain: DrainConfig,
+    /// Connection state recovery across nodes (needs Redis).
+    pub recovery: RecoveryConfig,
     /// The chat demo page (off unless `demo.dir` is set).
     pub demo: DemoConfig,
+}
+
+/// Socket.IO connection state recovery: a client that reconnects — to any node — within
+/// `max_disconnection` gets its session back (rooms, private id) and every packet it missed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Off by default, as in socket.io: with it on, every tracked event carries its offset as
+    /// an extra last argument, which clients' listeners see. Every node of a cluster must agree.
+    pub enabled: bool,
+    /// How long a disconnected session can be recovered (socket.io's
+    /// `maxDisconnectionDuration`).
+    #[serde(with = "humantime_serde")]
+    pub max_disconnection: Duration,
+    /// Most tracked packets kept per namespace (approximately), a memory bound on top of the
+    /// time window; a session whose missed packets were trimmed by it is not recovered.
+    pub max_entries: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_disconnection: Duration::from_secs(120),
+            max_entries: 1_000_000,
+        }
+    }
 }
 
 /// The chat demo page served at `/`.
@@ -68,6 +97,7 @@ impl Default for NodeConfig {
             redis: RedisConfig::default(),
             engineio: EngineIoConfig::default(),
             drain: DrainConfig::default(),
+            recovery: RecoveryConfig::default(),
             demo: DemoConfig::default(),
         }
     }
@@ -376,6 +406,19 @@ impl Validate for NodeConfig {
         {
             p.push("demo.lb_admin", format!("`{a}` is not host:port"));
         }
+        let rc = &self.recovery;
+        if rc.enabled && !self.redis.enabled() {
+            p.push(
+                "recovery.enabled",
+                "connection state recovery keeps sessions in Redis: set redis.url or redis.cluster_nodes",
+            );
+        }
+        if rc.max_disconnection.is_zero() {
+            p.push("recovery.max_disconnection", "must be greater than 0");
+        }
+        if rc.max_entries < 1000 {
+            p.push("recovery.max_entries", "must be at least 1000");
+        }
         if self.drain.rate == 0 {
             p.push("drain.rate", "must be at least 1 socket per second");
         }
@@ -402,14 +445,13 @@ impl NodeConfig {
     /// Load `path` (or defaults when `None`), apply `overrides` and validate the result. Errors
     /// name the file, line, column and field.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        // Validated once, after the overrides: a check that spans fields (recovery needs Redis)
+        // must see `--redis-url` too.
         let (mut cfg, text, file) = match path {
             Some(p) => {
-                let cfg: NodeConfig = config::load_file(p)?;
-                (
-                    cfg,
-                    std::fs::read_to_string(p).unwrap_or_default(),
-                    p.to_path_buf(),
-                )
+                let text = config::read_file(p)?;
+                let cfg: NodeConfig = config::parse_str(&text, p)?;
+                (cfg, text, p.to_path_buf())
             }
             None => (NodeConfig::default(), String::new(), "<defaults>".into()),
         };

@@ -11,6 +11,8 @@
 //! - [`connections`]: killable TCP connections and the session → connection table used by drain.
 //! - [`drain`]: paced, jittered graceful drain.
 //! - [`demo`]: the chat demo page and its read-only view of the load balancer's backends.
+//! - [`recovery`]: Socket.IO connection state recovery across nodes (Redis streams and
+//!   sessions, the adapter hooks).
 //! - [`metrics`]: the `iogate_node_*` Prometheus metrics.
 //! - [`server`]: assembles all of the above and runs a node.
 
@@ -22,6 +24,7 @@ pub mod demo;
 pub mod drain;
 pub mod http;
 pub mod metrics;
+pub mod recovery;
 pub mod server;
 
 pub use config::NodeConfig;

@@ -61,7 +61,37 @@ pub struct NodeMetrics {
     pub bus_outage: Histogram,
     /// 1 while the node is draining.
     pub draining: IntGauge,
+    /// Recovery attempts by result (recovered, unknown_session, offset_not_held, unavailable).
+    pub recovery_attempts: IntCounterVec,
+    /// Tracked packets this node appended to a namespace stream.
+    pub recovery_appended: IntCounter,
+    /// Tracked packets delivered to local sockets by the stream reader (per packet).
+    pub recovery_delivered: IntCounter,
+    /// Packets replayed to recovered sessions.
+    pub recovery_replayed: IntCounter,
+    /// Tracked packets that got no offset, by reason (redis_unavailable: delivered to local
+    /// sockets without one; uncertain: sent without an answer, delivered by the readers if it
+    /// landed).
+    pub recovery_untracked: IntCounterVec,
+    /// Session table writes that failed.
+    pub recovery_session_write_errors: IntCounter,
+    /// Stream entries skipped because Redis applied them after a later append of the same
+    /// writer (sent as Redis failed).
+    pub recovery_late: IntCounter,
+    /// Local sockets a tracked packet could not be queued to (closed, or queue full).
+    pub recovery_delivery_errors: IntCounter,
 }
+
+/// Every `result` label of `iogate_node_recovery_attempts_total`.
+pub const RECOVERY_RESULTS: &[&str] = &[
+    "recovered",
+    "unknown_session",
+    "offset_not_held",
+    "unavailable",
+];
+
+/// Every `reason` label of `iogate_node_recovery_untracked_total`.
+pub const UNTRACKED_REASONS: &[&str] = &["redis_unavailable", "uncertain"];
 
 impl NodeMetrics {
     /// Create and register every metric.
@@ -141,6 +171,48 @@ impl NodeMetrics {
                 "Duration of each Redis bus outage, until subscriptions were restored.",
             )?,
             draining: m::gauge(&r, "iogate_node_draining", "1 while the node drains.")?,
+            recovery_attempts: m::counter_vec(
+                &r,
+                "iogate_node_recovery_attempts_total",
+                "Connection state recovery attempts, by result (recovered, unknown_session, offset_not_held, unavailable).",
+                &["result"],
+            )?,
+            recovery_appended: m::counter(
+                &r,
+                "iogate_node_recovery_appended_total",
+                "Tracked packets this node appended to a namespace stream.",
+            )?,
+            recovery_delivered: m::counter(
+                &r,
+                "iogate_node_recovery_delivered_total",
+                "Tracked packets the stream reader delivered to local sockets.",
+            )?,
+            recovery_replayed: m::counter(
+                &r,
+                "iogate_node_recovery_replayed_total",
+                "Packets replayed to recovered sessions.",
+            )?,
+            recovery_untracked: m::counter_vec(
+                &r,
+                "iogate_node_recovery_untracked_total",
+                "Tracked packets that got no offset, by reason (redis_unavailable: delivered locally without one; uncertain: sent without an answer).",
+                &["reason"],
+            )?,
+            recovery_session_write_errors: m::counter(
+                &r,
+                "iogate_node_recovery_session_write_errors_total",
+                "Session table writes that failed.",
+            )?,
+            recovery_late: m::counter(
+                &r,
+                "iogate_node_recovery_late_total",
+                "Stream entries not delivered because Redis applied them after a later append of the same node (sent as Redis failed).",
+            )?,
+            recovery_delivery_errors: m::counter(
+                &r,
+                "iogate_node_recovery_delivery_errors_total",
+                "Local sockets a tracked packet could not be queued to.",
+            )?,
             registry: r,
         };
         // Make the label values visible at zero from the start.
@@ -149,6 +221,12 @@ impl NodeMetrics {
         }
         for reason in BUS_DROP_REASONS {
             metrics.bus_dropped.with_label_values(&[*reason]);
+        }
+        for result in RECOVERY_RESULTS {
+            metrics.recovery_attempts.with_label_values(&[*result]);
+        }
+        for reason in UNTRACKED_REASONS {
+            metrics.recovery_untracked.with_label_values(&[*reason]);
         }
         Ok(metrics)
     }

@@ -23,9 +23,16 @@ use crate::config::{NodeConfig, Profile, Transport};
 use crate::connections::{ConnInfo, KillableListener, SessionConns};
 use crate::http::{self, HttpState};
 use crate::metrics::NodeMetrics;
+use crate::recovery::adapter::{RecoveryAdapter, RecoveryState};
+use crate::recovery::store::Store;
+use crate::recovery::{Recovery, Windows};
 
-/// The Socket.IO adapter used when Redis is configured.
-pub type BusAdapter = CustomRedisAdapter<Emitter, BusDriver>;
+/// The Redis adapter on the node's own bus driver.
+pub type RedisBusAdapter = CustomRedisAdapter<Emitter, BusDriver>;
+
+/// The Socket.IO adapter used when Redis is configured: the Redis adapter, with connection state
+/// recovery when `recovery.enabled`.
+pub type BusAdapter = RecoveryAdapter<RedisBusAdapter>;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +135,20 @@ impl BoundNode {
                 .with_request_timeout(self.cfg.redis.request_timeout)
                 .with_stream_buffer(self.cfg.redis.queue_size);
             let ctr = RedisAdapterCtr::new_with_driver(driver, adapter_cfg);
-            let (layer, io) = builder.with_adapter::<BusAdapter>(ctr).build_layer();
+            let recovery = if self.cfg.recovery.enabled {
+                Some(start_recovery(
+                    &self.cfg,
+                    metrics.clone(),
+                    stop_tx.subscribe(),
+                )?)
+            } else {
+                None
+            };
+            let state = RecoveryState {
+                inner: ctr,
+                recovery,
+            };
+            let (layer, io) = builder.with_adapter::<BusAdapter>(state).build_layer();
             let ready = Arc::new(AtomicBool::new(false));
             match self.cfg.profile {
                 Profile::Chat => io
@@ -160,6 +180,51 @@ impl BoundNode {
             }
             let ready = Arc::new(AtomicBool::new(true));
             serve(parts, io, layer, status, ready, drain_signal).await
+        }
+    }
+}
+
+/// Connect recovery's two Redis clients (commands; the blocking stream reader) and start its
+/// runtime.
+fn start_recovery(
+    cfg: &NodeConfig,
+    metrics: NodeMetrics,
+    stop: watch::Receiver<bool>,
+) -> Result<Arc<Recovery>, NodeError> {
+    let commands = client::build(&cfg.redis)?;
+    // The reader blocks for up to a second per XREAD.
+    let reader = client::build_with_timeout(
+        &cfg.redis,
+        cfg.redis.command_timeout + std::time::Duration::from_secs(2),
+    )?;
+    tokio::spawn(keep_connected(commands.clone(), stop.clone()));
+    tokio::spawn(keep_connected(reader.clone(), stop.clone()));
+    let store = Store::new(
+        commands,
+        reader,
+        &cfg.redis.key_prefix,
+        cfg.redis.command_timeout,
+    );
+    let heartbeat = cfg.engineio.ping_interval + cfg.engineio.ping_timeout;
+    let windows = Windows::new(&cfg.recovery, heartbeat);
+    Ok(Recovery::start(store, windows, metrics, stop))
+}
+
+/// Run a fred client's connection task (it reconnects by itself) and start a new one should it
+/// ever end, until `stop`.
+async fn keep_connected(client: fred::prelude::Client, mut stop: watch::Receiver<bool>) {
+    use fred::prelude::ClientLike;
+    loop {
+        let handle = client.connect();
+        tokio::select! {
+            _ = handle => {
+                tracing::warn!("a recovery Redis connection task ended; starting a new one");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                let _ = client.quit().await;
+                return;
+            }
         }
     }
 }

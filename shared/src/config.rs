@@ -96,7 +96,12 @@ pub trait Validate {
 
 /// Read, parse and validate a YAML config file.
 pub fn load_file<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    load_str(&read_file(path)?, path)
+}
+
+/// Read a config file's text (an unreadable file is a [`ConfigError`] naming it).
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         errors: vec![FieldError {
             field: String::new(),
@@ -104,8 +109,13 @@ pub fn load_file<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Confi
             column: None,
             message: format!("cannot read file: {e}"),
         }],
-    })?;
-    load_str(&text, path)
+    })
+}
+
+/// Parse YAML text without validating it (for callers that change the value — command-line
+/// overrides — before they validate it with [`problems_to_error`]).
+pub fn parse_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    parse(text, file)
 }
 
 /// Parse and validate YAML text; `file` is only used in error messages.

@@ -8,6 +8,11 @@
 //           {"id":N,"cmd":"clear"}
 //           {"id":N,"cmd":"status"}                          -> connected/disconnect reasons
 //           {"id":N,"cmd":"close","prefix":"a"}
+//           {"id":N,"cmd":"drop","client":"a#0"}               -> the client's transport closes under
+//                                                                it (a network drop); it reconnects
+//           {"id":N,"cmd":"pump","client":"s#0","event":"e","rate":20,"count":300,
+//             "room":"r"}  -> emits {"s": i} (or {"room","data":{"s": i}} with room) at rate/s,
+//                             in the background; {"cmd":"pumped","client":"s#0"} -> {"sent": n}
 // "connect" also takes "autoAck": true (answer server acks with the same arguments) and "path"
 // (namespace appended to the url, e.g. "/custom").
 // Replies: {"id":N,"ok":true,...} or {"id":N,"ok":false,"error":"..."}.
@@ -15,6 +20,7 @@ import { io } from "socket.io-client";
 import readline from "node:readline";
 
 const clients = new Map(); // name -> { socket, events: [{event,args,t}], disconnects: [], connects }
+const pumps = new Map(); // "client/event/room" -> messages sent
 
 function reply(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -30,10 +36,11 @@ function connectOne(name, c) {
       reconnection: c.reconnection ?? false,
       reconnectionDelay: c.reconnectionDelay ?? 200,
       reconnectionDelayMax: c.reconnectionDelayMax ?? 1000,
+      randomizationFactor: c.randomizationFactor ?? 0.5,
       timeout: c.timeoutMs ?? 5000,
       forceNew: true,
     });
-    const rec = { socket, events: [], disconnects: [], connects: 0 };
+    const rec = { socket, events: [], disconnects: [], connects: 0, recovered: [] };
     clients.set(name, rec);
     socket.onAny((event, ...args) => {
       // With autoAck, a server emit that expects an ack is answered with its own arguments.
@@ -45,6 +52,7 @@ function connectOne(name, c) {
     let settled = false;
     socket.on("connect", () => {
       rec.connects += 1;
+      rec.recovered.push(socket.recovered === true);
       if (!settled) {
         settled = true;
         resolve({ name, sid: socket.id });
@@ -97,10 +105,36 @@ async function handle(msg) {
           connected: rec.socket.connected,
           transport: rec.socket.io.engine?.transport?.name ?? null,
           connects: rec.connects,
+          recovered: rec.recovered,
           disconnects: rec.disconnects,
         };
       }
       return { clients: out };
+    }
+    case "drop": {
+      const rec = clients.get(msg.client);
+      if (!rec) throw new Error(`unknown client ${msg.client}`);
+      rec.socket.io.engine.close();
+      return {};
+    }
+    case "pump": {
+      const rec = clients.get(msg.client);
+      if (!rec) throw new Error(`unknown client ${msg.client}`);
+      const key = `${msg.client}/${msg.event}/${msg.room ?? ""}`;
+      pumps.set(key, 0);
+      let i = 0;
+      const timer = setInterval(() => {
+        const body = msg.room ? { room: msg.room, data: { s: i } } : { s: i };
+        rec.socket.emit(msg.event, body);
+        i += 1;
+        pumps.set(key, i);
+        if (i >= msg.count) clearInterval(timer);
+      }, 1000 / msg.rate);
+      return {};
+    }
+    case "pumped": {
+      const key = `${msg.client}/${msg.event}/${msg.room ?? ""}`;
+      return { sent: pumps.get(key) ?? 0 };
     }
     case "close": {
       for (const [name, rec] of clients) {

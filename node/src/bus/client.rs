@@ -18,6 +18,15 @@ fn millis(d: Duration) -> u32 {
 
 /// Build (not connect) a RESP3 fred client for standalone Redis or Redis Cluster.
 pub fn build(cfg: &RedisConfig) -> Result<Client, ClientError> {
+    build_with_timeout(cfg, cfg.command_timeout)
+}
+
+/// [`build`] with another command timeout: a client whose commands block on purpose (the
+/// recovery stream reader's `XREAD BLOCK`) needs one above its block time.
+pub fn build_with_timeout(
+    cfg: &RedisConfig,
+    command_timeout: Duration,
+) -> Result<Client, ClientError> {
     let mut config = match &cfg.url {
         Some(url) => Config::from_url(url)?,
         None => {
@@ -54,7 +63,6 @@ pub fn build(cfg: &RedisConfig) -> Result<Client, ClientError> {
     );
     policy.set_jitter(millis(cfg.reconnect.jitter));
 
-    let command_timeout = cfg.command_timeout;
     let connect_timeout = cfg.connect_timeout;
     let buffer = cfg.max_command_buffer;
     let queue = cfg.queue_size;

@@ -137,6 +137,10 @@ impl PacketData {
 pub struct ConnectPacket {
     /// The socket ID
     pub sid: Sid,
+    /// The private session id of connection state recovery (iogate patch,
+    /// vendor/socketioxide-core/PATCHED.md): present only when the adapter keeps sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<Str>,
 }
 
 impl Serialize for Packet {

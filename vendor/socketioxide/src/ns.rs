@@ -144,7 +144,14 @@ impl<A: Adapter> Namespace<A> {
         let socket: Arc<Socket<A>> =
             Socket::new(sid, self.clone(), esocket.clone(), self.parser).into();
 
-        if let Err(e) = self.handler.call_middleware(socket.clone(), &auth).await {
+        // iogate patch: connection state recovery; middlewares do not run for a recovered session
+        let session = self.adapter.session_restore(sid, auth.as_ref()).await;
+        let middlewares = if session.recovered {
+            Ok(())
+        } else {
+            self.handler.call_middleware(socket.clone(), &auth).await
+        };
+        if let Err(e) = middlewares {
             #[cfg(feature = "tracing")]
             tracing::trace!(ns = self.path.as_str(), ?socket.id, "emitting connect_error packet");
 
@@ -167,8 +174,13 @@ impl<A: Adapter> Namespace<A> {
         #[cfg(feature = "tracing")]
         tracing::trace!(?socket.id, ?self.path, "socket added to namespace");
 
+        // iogate patch: the session's private id goes into the CONNECT ack
+        let pid = self.adapter.session_attach(sid, session).await;
         let protocol = esocket.protocol.into();
-        let payload = ConnectPacket { sid: socket.id };
+        let payload = ConnectPacket {
+            sid: socket.id,
+            pid,
+        };
         let payload = match protocol {
             ProtocolVersion::V5 => Some(self.parser.encode_default(&payload).unwrap()),
             ProtocolVersion::V4 => None,

@@ -76,6 +76,19 @@ pub enum DisconnectReason {
     ClosingServer,
 }
 
+impl DisconnectReason {
+    /// Whether socket.io keeps the session for connection state recovery after this reason:
+    /// the transport closed or failed, the ping timed out, the server is shutting down (iogate
+    /// patch, vendor/socketioxide/PATCHED.md).
+    pub fn is_recoverable(&self) -> bool {
+        use DisconnectReason::*;
+        matches!(
+            self,
+            TransportClose | TransportError | HeartbeatTimeout | ClosingServer
+        )
+    }
+}
+
 impl std::fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use DisconnectReason::*;
@@ -497,6 +510,14 @@ impl<A: Adapter> Socket<A> {
             return Err(SendError::Socket(SocketError::Closed));
         }
 
+        let ns = self.ns.path.clone();
+        let data = self.parser.encode_value(data, Some(event.as_ref()))?;
+        // iogate patch: an adapter that keeps sessions delivers (and tracks) it
+        let packet = match self.ns.adapter.session_emit(self.id, Packet::event(ns, data)) {
+            Ok(()) => return Ok(()),
+            Err(packet) => packet,
+        };
+
         let permit = match self.reserve() {
             Ok(permit) => permit,
             Err(e) => {
@@ -506,10 +527,7 @@ impl<A: Adapter> Socket<A> {
             }
         };
 
-        let ns = self.ns.path.clone();
-        let data = self.parser.encode_value(data, Some(event.as_ref()))?;
-
-        permit.send(Packet::event(ns, data), self.parser);
+        permit.send(packet, self.parser);
         Ok(())
     }
 
@@ -556,7 +574,9 @@ impl<A: Adapter> Socket<A> {
     /// io.ns("/", async |s: SocketRef| s.on("test", handler));
     /// ```
     pub fn join(&self, rooms: impl RoomParam) {
-        self.ns.adapter.get_local().add_all(self.id, rooms)
+        self.ns.adapter.get_local().add_all(self.id, rooms);
+        // iogate patch: the adapter keeps the session's rooms
+        self.ns.adapter.session_rooms_changed(self.id);
     }
 
     /// # Remove the current socket from the specified room(s).
@@ -573,12 +593,16 @@ impl<A: Adapter> Socket<A> {
     /// io.ns("/", async |s: SocketRef| s.on("test", handler));
     /// ```
     pub fn leave(&self, rooms: impl RoomParam) {
-        self.ns.adapter.get_local().del(self.id, rooms)
+        self.ns.adapter.get_local().del(self.id, rooms);
+        // iogate patch: the adapter keeps the session's rooms
+        self.ns.adapter.session_rooms_changed(self.id);
     }
 
     /// # Remove the current socket from all its rooms.
     pub fn leave_all(&self) {
         self.ns.adapter.get_local().del_all(self.id);
+        // iogate patch: the adapter keeps the session's rooms
+        self.ns.adapter.session_rooms_changed(self.id);
     }
 
     /// # Get all room names this socket is connected to.
@@ -802,6 +826,10 @@ impl<A: Adapter> Socket<A> {
     /// It maybe also close when the underlying transport is closed or failed.
     pub(crate) fn close(self: Arc<Self>, reason: DisconnectReason) {
         self.set_connected(false);
+        // iogate patch: the adapter keeps (or forgets) the session, before its rooms are removed
+        self.ns
+            .adapter
+            .session_detach(self.id, reason.is_recoverable());
 
         let disconnect_handler = { self.disconnect_handler.lock().unwrap().take() };
 

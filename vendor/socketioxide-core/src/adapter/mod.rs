@@ -369,10 +369,74 @@ pub trait CoreAdapter<E: SocketEmitter>: Sized + Send + Sync + 'static {
     /// Returns the local adapter. Used to enable default behaviors.
     fn get_local(&self) -> &CoreLocalAdapter<E>;
 
+    // ===== iogate patch: connection state recovery (vendor/socketioxide-core/PATCHED.md) =====
+    // The defaults keep no session: nothing changes for adapters that do not override them.
+
+    /// A socket sent its CONNECT packet with `auth`: an adapter that keeps sessions may restore
+    /// one here (`auth` carries `pid` and `offset`). Runs before the connect middlewares, which
+    /// are skipped for a recovered session.
+    fn session_restore(
+        &self,
+        sid: Sid,
+        auth: Option<&Value>,
+    ) -> impl Future<Output = SessionStart> + Send {
+        let _ = (sid, auth);
+        future::ready(SessionStart::default())
+    }
+
+    /// The socket is in its namespace and about to get its CONNECT ack: make it a session
+    /// (replaying what a recovered session missed) and return its private id (`pid`), which the
+    /// CONNECT ack carries.
+    fn session_attach(
+        &self,
+        sid: Sid,
+        start: SessionStart,
+    ) -> impl Future<Output = Option<Str>> + Send {
+        let _ = (sid, start);
+        future::ready(None)
+    }
+
+    /// The socket left its namespace, its rooms not yet removed. `recoverable`: it left for a
+    /// reason socket.io keeps the session for (transport closed or failed, ping timeout, server
+    /// shutting down).
+    fn session_detach(&self, sid: Sid, recoverable: bool) {
+        let _ = (sid, recoverable);
+    }
+
+    /// The socket joined or left rooms.
+    fn session_rooms_changed(&self, sid: Sid) {
+        let _ = sid;
+    }
+
+    /// `socket.emit` of an event that expects no ack. `Err(packet)` gives it back to be sent
+    /// straight to the socket (the default); `Ok(())` means the adapter delivers it.
+    fn session_emit(&self, sid: Sid, packet: Packet) -> Result<(), Packet> {
+        let _ = sid;
+        Err(packet)
+    }
+
     //TODO: implement
     // fn server_side_emit(&self, packet: Packet, opts: BroadcastOptions) -> Result<u64, Error>;
     // fn persist_session(&self, sid: i64);
     // fn restore_session(&self, sid: i64) -> Session;
+}
+
+/// What [`CoreAdapter::session_restore`] found, handed to [`CoreAdapter::session_attach`]
+/// (iogate patch, vendor/socketioxide-core/PATCHED.md).
+#[derive(Default)]
+pub struct SessionStart {
+    /// A session was recovered: the connect middlewares are skipped.
+    pub recovered: bool,
+    /// The adapter's own state, passed on to `session_attach`.
+    pub state: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for SessionStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStart")
+            .field("recovered", &self.recovered)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The default adapter. Store the state in memory.
