@@ -4,7 +4,7 @@
 //! Keys: `loss`, `duplicates`, `out_of_order`, `failed` (counts; `loss` also as a percentage of
 //! expected with `%`), `p50`, `p90`, `p99`, `p999`, `max`, `mean` (latency), `connect_p99`,
 //! `reconnect_p99`, `storm` (recovery time), `connected` (peak connected, count or `%` of clients),
-//! `ack_timeouts`. Operators: `<`, `<=`, `>`, `>=`, `=`. Units: `ms`, `s`, `us`, `%`.
+//! `ack_timeouts`, `recovered` (recovered sessions, count or `%` of reconnects). Operators: `<`, `<=`, `>`, `>=`, `=`. Units: `ms`, `s`, `us`, `%`.
 
 use crate::report::Summary;
 
@@ -71,6 +71,7 @@ fn parse_one(s: &str) -> Result<Threshold, String> {
         "storm",
         "connected",
         "ack_timeouts",
+        "recovered",
     ];
     if !known.contains(&key.as_str()) {
         return Err(format!(
@@ -87,19 +88,22 @@ fn parse_one(s: &str) -> Result<Threshold, String> {
     })
 }
 
+/// `part` as a percentage of `whole`; `empty` when `whole` is 0.
+fn percent(part: u64, whole: u64, empty: f64) -> f64 {
+    if whole == 0 {
+        empty
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
 /// Evaluate against a summary: the failed thresholds with the actual value.
 pub fn check(ts: &[Threshold], s: &Summary) -> Vec<String> {
     let mut failed = Vec::new();
     for t in ts {
         let a = &s.accounting;
         let actual = match (t.key.as_str(), t.percent) {
-            ("loss", true) => {
-                if a.expected == 0 {
-                    0.0
-                } else {
-                    a.lost as f64 * 100.0 / a.expected as f64
-                }
-            }
+            ("loss", true) => percent(a.lost, a.expected, 0.0),
             ("loss", false) => a.lost as f64,
             ("duplicates", _) => a.duplicated as f64,
             ("out_of_order", _) => a.out_of_order as f64,
@@ -116,6 +120,9 @@ pub fn check(ts: &[Threshold], s: &Summary) -> Vec<String> {
             ("storm", _) => s.storm_recovery_ms.unwrap_or(f64::INFINITY),
             ("connected", true) => s.connected_peak as f64 * 100.0 / s.clients.max(1) as f64,
             ("connected", false) => s.connected_peak as f64,
+            // No reconnects: nothing failed to recover.
+            ("recovered", true) => percent(s.recovered, s.reconnects, 100.0),
+            ("recovered", false) => s.recovered as f64,
             _ => f64::NAN,
         };
         let ok = match t.op.as_str() {

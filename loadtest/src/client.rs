@@ -81,6 +81,8 @@ pub struct Session {
     out: mpsc::UnboundedSender<Out>,
     /// The Socket.IO socket id.
     pub sid: String,
+    /// The private session id of connection state recovery, when the server sent one.
+    pub pid: Option<String>,
 }
 
 #[derive(Debug)]
@@ -278,7 +280,7 @@ async fn connect_inner(
 ) -> Result<(Session, mpsc::UnboundedReceiver<Inbound>), ConnectError> {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    match o.transport {
+    let (sid, pid) = match o.transport {
         Transport::Websocket => {
             let mut ws = ws_open(t, o, None).await?;
             let open = match protocol::decode_eio(&ws_next_text(&mut ws).await?) {
@@ -294,9 +296,9 @@ async fn connect_inner(
             ws.send(Message::text(format!("4{}", protocol::connect(auth))))
                 .await
                 .map_err(|e| ConnectError::new("protocol", e))?;
-            let sid = ws_wait_connect(&mut ws).await?;
+            let (sid, pid) = ws_wait_connect(&mut ws, &in_tx).await?;
             tokio::spawn(ws_loop(ws, out_rx, in_tx));
-            Ok((Session { out: out_tx, sid }, in_rx))
+            (sid, pid)
         }
         Transport::Polling | Transport::Upgrade => {
             let body = poll_get(o, &poll_url(t, None)).await?;
@@ -311,15 +313,18 @@ async fn connect_inner(
             };
             let url = poll_url(t, Some(&open.sid));
             poll_post(o, &url, format!("4{}", protocol::connect(auth))).await?;
-            // Read until the CONNECT ack (pings may come first).
-            let sid = loop {
+            // Read until the CONNECT ack (pings may come first; a recovered session's missed
+            // packets too, which are kept).
+            let (sid, pid) = loop {
                 let body = poll_get(o, &url).await?;
                 let mut found = None;
                 for p in body.split(SEPARATOR) {
                     match protocol::decode_eio(p) {
                         Some(EioPacket::Ping(_)) => poll_post(o, &url, "3".into()).await?,
                         Some(EioPacket::Message(m)) => match protocol::decode_sio(&m) {
-                            Some(SioPacket::Connect(sid)) => found = Some(sid.unwrap_or_default()),
+                            Some(SioPacket::Connect { sid, pid }) => {
+                                found = Some((sid.unwrap_or_default(), pid))
+                            }
                             Some(SioPacket::ConnectError(e)) => {
                                 return Err(ConnectError::new("refused", e));
                             }
@@ -334,8 +339,8 @@ async fn connect_inner(
                         _ => {}
                     }
                 }
-                if let Some(sid) = found {
-                    break sid;
+                if let Some(ack) = found {
+                    break ack;
                 }
             };
             if o.transport == Transport::Upgrade && open.upgrades.iter().any(|u| u == "websocket") {
@@ -358,12 +363,25 @@ async fn connect_inner(
             } else {
                 tokio::spawn(poll_loop(o.clone(), url, out_rx, in_tx));
             }
-            Ok((Session { out: out_tx, sid }, in_rx))
+            (sid, pid)
         }
-    }
+    };
+    Ok((
+        Session {
+            out: out_tx,
+            sid,
+            pid,
+        },
+        in_rx,
+    ))
 }
 
-async fn ws_wait_connect(ws: &mut Ws) -> Result<String, ConnectError> {
+/// Read until the CONNECT ack: (sid, pid). Packets before it (a recovered session's missed
+/// ones) go to `inbound`, in order.
+async fn ws_wait_connect(
+    ws: &mut Ws,
+    inbound: &mpsc::UnboundedSender<Inbound>,
+) -> Result<(String, Option<String>), ConnectError> {
     loop {
         let text = ws_next_text(ws).await?;
         match protocol::decode_eio(&text) {
@@ -373,9 +391,12 @@ async fn ws_wait_connect(ws: &mut Ws) -> Result<String, ConnectError> {
                     .map_err(|e| ConnectError::new("protocol", e))?;
             }
             Some(EioPacket::Message(m)) => match protocol::decode_sio(&m) {
-                Some(SioPacket::Connect(sid)) => return Ok(sid.unwrap_or_default()),
+                Some(SioPacket::Connect { sid, pid }) => return Ok((sid.unwrap_or_default(), pid)),
                 Some(SioPacket::ConnectError(e)) => return Err(ConnectError::new("refused", e)),
-                _ => {}
+                Some(other) => {
+                    let _ = inbound.send(Inbound::Packet(other));
+                }
+                None => {}
             },
             Some(EioPacket::Close) => {
                 return Err(ConnectError::new("protocol", "closed during connect"));
@@ -447,13 +468,25 @@ async fn poll_loop(
     inbound: mpsc::UnboundedSender<Inbound>,
 ) {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    // Writer: batches outgoing packets into one POST.
-    let writer = {
+    // Set when the server ended the session (a `close` packet or a failed poll).
+    let (ended_tx, mut ended_rx) = tokio::sync::watch::channel(false);
+    // Writer: batches outgoing packets into one POST. When the server ends the session, a POST
+    // in flight completes (engine.io-client does not abort its XHR either) and what is still
+    // queued is dropped, as engine.io-client drops its write buffer.
+    {
         let o = o.clone();
         let url = url.clone();
         let inbound = inbound.clone();
         tokio::spawn(async move {
-            while let Some(first) = out.recv().await {
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = ended_rx.changed() => break,
+                    m = out.recv() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
                 let mut batch = Vec::new();
                 let mut close = None;
                 match first {
@@ -474,8 +507,10 @@ async fn poll_loop(
                 if !batch.is_empty() && close != Some(true) {
                     let sep = SEPARATOR.to_string();
                     if let Err(e) = poll_post(&o, &url, batch.join(&sep)).await {
-                        let _ =
-                            inbound.send(Inbound::Closed(format!("transport error: {}", e.detail)));
+                        if !*ended_rx.borrow() {
+                            let _ = inbound
+                                .send(Inbound::Closed(format!("transport error: {}", e.detail)));
+                        }
                         break;
                     }
                 }
@@ -490,8 +525,8 @@ async fn poll_loop(
                 }
             }
             let _ = stop_tx.send(true);
-        })
-    };
+        });
+    }
     let reason = loop {
         let body = tokio::select! {
             b = poll_get(&o, &url) => b,
@@ -526,7 +561,7 @@ async fn poll_loop(
         }
     };
     if let Some(r) = reason {
-        writer.abort();
+        let _ = ended_tx.send(true);
         let _ = inbound.send(Inbound::Closed(r));
     }
 }

@@ -65,6 +65,10 @@ struct Cli {
     /// Reconnect after a lost session, like socket.io-client.
     #[arg(long)]
     reconnect: bool,
+    /// Speak Socket.IO connection state recovery like socket.io-client 4.6+: keep the session's
+    /// pid and the last offset, send them when reconnecting; counts recovered sessions.
+    #[arg(long)]
+    recovery: bool,
     /// RNG seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -184,6 +188,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         ack_timeout: cli.ack_timeout,
         drain: cli.drain,
         cookies: cli.cookies,
+        recovery: cli.recovery,
     };
     let live = !cli.quiet && std::io::stderr().is_terminal();
     let mut summaries = Vec::new();
@@ -236,6 +241,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             reconnects: run
                 .stats
                 .reconnects
+                .load(std::sync::atomic::Ordering::Relaxed),
+            recovered: run
+                .stats
+                .recovered
                 .load(std::sync::atomic::Ordering::Relaxed),
             elapsed_s: elapsed,
             storm_recovery_ms: (phase.scenario == Scenario::Storm).then(|| {

@@ -85,8 +85,14 @@ pub fn decode_eio(s: &str) -> Option<EioPacket> {
 /// A decoded Socket.IO packet on the root namespace.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SioPacket {
-    /// CONNECT acknowledged, with the socket id.
-    Connect(Option<String>),
+    /// CONNECT acknowledged, with the socket id and — when the server keeps sessions for
+    /// connection state recovery — the private session id.
+    Connect {
+        /// The socket id.
+        sid: Option<String>,
+        /// The private session id (`pid`).
+        pid: Option<String>,
+    },
     /// DISCONNECT from the server.
     Disconnect,
     /// EVENT name, args, ack id.
@@ -114,10 +120,15 @@ pub fn decode_sio(s: &str) -> Option<SioPacket> {
     rest = &rest[digits..];
     match t {
         "0" => {
-            let sid = serde_json::from_str::<Value>(rest)
-                .ok()
-                .and_then(|v| v.get("sid").and_then(|s| s.as_str()).map(str::to_string));
-            Some(SioPacket::Connect(sid))
+            let v = serde_json::from_str::<Value>(rest).ok();
+            let field = |k: &str| {
+                v.as_ref()
+                    .and_then(|v| v.get(k).and_then(|s| s.as_str()).map(str::to_string))
+            };
+            Some(SioPacket::Connect {
+                sid: field("sid"),
+                pid: field("pid"),
+            })
         }
         "1" => Some(SioPacket::Disconnect),
         "2" => {
@@ -195,7 +206,10 @@ mod tests {
     fn socketio_packets() {
         assert_eq!(
             decode_sio(r#"0{"sid":"x"}"#),
-            Some(SioPacket::Connect(Some("x".into())))
+            Some(SioPacket::Connect {
+                sid: Some("x".into()),
+                pid: None
+            })
         );
         assert_eq!(
             decode_sio(r#"2["chat:message",{"a":1}]"#),

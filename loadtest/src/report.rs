@@ -23,6 +23,8 @@ pub struct Summary {
     pub connected_peak: u64,
     /// Reconnections.
     pub reconnects: u64,
+    /// Reconnects whose session was recovered (`--recovery`).
+    pub recovered: u64,
     /// Wall time of the phase, seconds.
     pub elapsed_s: f64,
     /// Storm: time until every client was back, ms.
@@ -54,12 +56,13 @@ pub fn table(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "  connections   connected peak {} / {} ({:.2} %), connects {}, reconnects {}",
+        "  connections   connected peak {} / {} ({:.2} %), connects {}, reconnects {} (recovered {})",
         s.connected_peak,
         s.clients,
         s.connected_peak as f64 * 100.0 / s.clients.max(1) as f64,
         s.connects,
-        s.reconnects
+        s.reconnects,
+        s.recovered
     );
     let fails: u64 = a.failures.values().sum();
     let _ = writeln!(o, "  failed        {fails} {:?}", a.failures);

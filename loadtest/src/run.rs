@@ -108,6 +108,9 @@ pub struct Env {
     pub drain: Duration,
     /// Give every client a cookie jar (kept across its reconnects).
     pub cookies: bool,
+    /// Speak Socket.IO connection state recovery, as socket.io-client does: keep the session's
+    /// `pid` and the offset of the last event processed, and send both when reconnecting.
+    pub recovery: bool,
 }
 
 /// A time-series point for the report.
@@ -374,6 +377,9 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
     } else {
         json!({})
     };
+    // Connection state recovery: the session's pid and the last offset processed.
+    let mut pid: Option<String> = None;
+    let mut offset: Option<String> = None;
     let mut lost_at: Option<Instant> = None;
     let mut attempt = 0u32;
     // Reconnects rotate over the targets, so clients of a dead node move to a live one.
@@ -387,9 +393,29 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
         }
         let t0 = Instant::now();
         let target = &run.env.targets[(i + rotation) % run.env.targets.len().max(1)];
-        match client::connect(target, &opts, &auth).await {
+        let connect_auth = match (&pid, run.env.recovery) {
+            // As socket.io-client: `Object.assign({pid, offset}, auth)`.
+            (Some(p), true) => {
+                let mut a = json!({ "pid": p });
+                if let Some(o) = &offset {
+                    a["offset"] = json!(o);
+                }
+                if let (Some(a), Some(b)) = (a.as_object_mut(), auth.as_object()) {
+                    a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                a
+            }
+            _ => auth.clone(),
+        };
+        match client::connect(target, &opts, &connect_auth).await {
             Ok((session, rx)) => {
                 attempt = 0;
+                if run.env.recovery {
+                    if !first && pid.is_some() && session.pid == pid {
+                        run.stats.recovered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    pid = session.pid.clone();
+                }
                 let reconnect_us = lost_at.take().map(|t| t.elapsed().as_micros() as u64);
                 run.stats.connected(
                     i,
@@ -403,7 +429,7 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
                     *slot = Some(session.clone());
                 }
                 check_storm_recovered(&run);
-                let reason = drive(&run, i, &session, rx, &mut rng, &mut seq).await;
+                let reason = drive(&run, i, &session, rx, &mut rng, &mut seq, &mut offset).await;
                 if let Ok(mut s) = run.sessions.lock()
                     && let Some(slot) = s.get_mut(i)
                 {
@@ -412,6 +438,10 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
                 let voluntary = reason.starts_with("io client disconnect");
                 if !voluntary {
                     tracing::debug!(client = i, %reason, "session lost");
+                } else {
+                    // A client that left on purpose starts a new session.
+                    pid = None;
+                    offset = None;
                 }
                 run.stats.disconnected(i, &reason, voluntary);
                 if run.stop_all.load(Ordering::Acquire) {
@@ -473,6 +503,7 @@ async fn drive(
     mut rx: mpsc::UnboundedReceiver<Inbound>,
     rng: &mut rand::rngs::StdRng,
     seq: &mut u32,
+    offset: &mut Option<String>,
 ) -> String {
     let sends = matches!(
         run.phase.scenario,
@@ -499,7 +530,7 @@ async fn drive(
         let send_at = next_send.filter(|_| !run.stop_sending.load(Ordering::Acquire));
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(Inbound::Packet(p)) => handle(run, i, p, &mut pending_acks),
+                Some(Inbound::Packet(p)) => handle(run, i, p, &mut pending_acks, offset),
                 Some(Inbound::Closed(reason)) => return reason,
                 None => return "transport close".into(),
             },
@@ -552,7 +583,20 @@ async fn drive(
     }
 }
 
-fn handle(run: &Run, i: usize, p: SioPacket, pending: &mut std::collections::HashMap<u64, u64>) {
+fn handle(
+    run: &Run,
+    i: usize,
+    p: SioPacket,
+    pending: &mut std::collections::HashMap<u64, u64>,
+    offset: &mut Option<String>,
+) {
+    // As socket.io-client: with a session, an event's string last argument is its offset.
+    if run.env.recovery
+        && let SioPacket::Event(_, args, None) = &p
+        && let Some(Value::String(o)) = args.last()
+    {
+        *offset = Some(o.clone());
+    }
     match p {
         SioPacket::Ack(id, _) => {
             if let Some(t) = pending.remove(&id) {

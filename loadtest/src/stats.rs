@@ -71,6 +71,8 @@ pub struct Stats {
     pub connected_peak: AtomicU64,
     /// Reconnections (after the first connect).
     pub reconnects: AtomicU64,
+    /// Reconnects whose session was recovered (connection state recovery).
+    pub recovered: AtomicU64,
     /// Echo/ack requests sent.
     pub acks_sent: AtomicU64,
     /// Acks received.
@@ -104,6 +106,7 @@ impl Stats {
             connected_now: AtomicU64::new(0),
             connected_peak: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
             acks_sent: AtomicU64::new(0),
             acks_received: AtomicU64::new(0),
             acks_timed_out: AtomicU64::new(0),

@@ -232,6 +232,65 @@ fn killed_node_shows_as_loss_and_reconnects_never_a_hang() {
 }
 
 #[test]
+fn recovery_flag_gets_a_killed_nodes_clients_every_message_back() {
+    // Nodes with connection state recovery behind iogate-lb; `--recovery` makes each client send
+    // its session id and last offset when it reconnects, as socket.io-client does.
+    let _serial = iogate_testkit::heavy();
+    let redis = Redis::start();
+    let yaml = "recovery:\n  enabled: true\n";
+    let a = Node::start_with_config("lr1", &["--redis-url", &redis.url()], Some(yaml));
+    let b = Node::start_with_config("lr2", &["--redis-url", &redis.url()], Some(yaml));
+    iogate_testkit::wait_bus_up([&a, &b]);
+    let (port, admin) = (iogate_testkit::free_port(), iogate_testkit::free_port());
+    let ups = [("lr1", a.port), ("lr2", b.port)];
+    let lb = iogate_testkit::Lb::start(
+        port,
+        admin,
+        &iogate_testkit::lb_yaml(port, admin, &ups, ""),
+        true,
+    );
+    let url = lb.url();
+    let run = iogate_testkit::Loadtest::spawn(&[
+        "--url",
+        &url,
+        "--scenario",
+        "broadcast",
+        "--clients",
+        "40",
+        "--duration",
+        "8s",
+        "--total-rate",
+        "20",
+        "--reconnect",
+        "--recovery",
+        "--assert",
+        "recovered>=100%,loss=0",
+    ]);
+    // Kill lr2 once its clients are getting broadcasts.
+    iogate_testkit::wait_for(Duration::from_secs(30), "lr2 delivering", || {
+        (b.metric("iogate_node_recovery_delivered_total") >= 100.0).then_some(())
+    });
+    b.signal("KILL");
+    let (status, s) = run.finish_with_status(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "--assert recovered>=100%,loss=0 failed: {s}"
+    );
+    let reconnects = s["reconnects"].as_u64().unwrap_or(0);
+    assert!(reconnects >= 1, "lr2's clients reconnect: {s}");
+    assert_eq!(s["recovered"].as_u64(), Some(reconnects), "{s}");
+    assert!(iogate_testkit::accounting(&s, "sent") > 0, "{s}");
+    for k in ["lost", "duplicated", "out_of_order", "unexpected"] {
+        assert_eq!(iogate_testkit::accounting(&s, k), 0, "{k}: {s}");
+    }
+    assert_eq!(
+        a.metric("iogate_node_recovery_attempts_total{result=\"recovered\"}"),
+        reconnects as f64,
+        "lr1 recovered every session that moved"
+    );
+}
+
+#[test]
 fn failing_assertion_gives_a_nonzero_exit() {
     let _serial = iogate_testkit::heavy();
     let node = Node::start("a1", &["--redis-url", "none"]);

@@ -36,7 +36,12 @@ impl Loadtest {
     }
 
     /// Wait for the run to end (at most `timeout`); its summary (the first phase's).
-    pub fn finish(mut self, timeout: Duration) -> Value {
+    pub fn finish(self, timeout: Duration) -> Value {
+        self.finish_with_status(timeout).1
+    }
+
+    /// [`Loadtest::finish`] with the exit status (1: an `--assert` failed).
+    pub fn finish_with_status(mut self, timeout: Duration) -> (std::process::ExitStatus, Value) {
         let start = Instant::now();
         let status = loop {
             if let Some(s) = self.child.try_wait() {
@@ -56,7 +61,7 @@ impl Loadtest {
             "iogate-loadtest {} wrote no summary (exit {status:?})",
             self.what
         );
-        v[0].clone()
+        (status, v[0].clone())
     }
 }
 

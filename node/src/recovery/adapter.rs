@@ -596,6 +596,7 @@ impl<A: CoreAdapter<Emitter>> CoreAdapter<Emitter> for RecoveryAdapter<A> {
                 }
             }
             Err(reason) => {
+                tracing::debug!(%sid, pid, reason, "session not recovered");
                 rec.metrics
                     .recovery_attempts
                     .with_label_values(&[reason])
@@ -648,6 +649,7 @@ impl<A: CoreAdapter<Emitter>> CoreAdapter<Emitter> for RecoveryAdapter<A> {
             s.by_pid.insert(pid.clone(), sid);
             s.by_sid.insert(sid, session.clone());
         }
+        tracing::debug!(%sid, pid = %session.pid, at = %session.at, "session attached");
         let put = self.put(sid, &session, rec.windows.live_ttl);
         self.write(put);
         Some(Str::from(pid))
@@ -668,6 +670,7 @@ impl<A: CoreAdapter<Emitter>> CoreAdapter<Emitter> for RecoveryAdapter<A> {
             session
         };
         let Some(session) = session else { return };
+        tracing::debug!(%sid, pid = %session.pid, recoverable, "session detached");
         let write = if recoverable {
             self.put(sid, &session, rec.windows.max_disconnection)
         } else {

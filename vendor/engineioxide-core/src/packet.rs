@@ -71,6 +71,9 @@ pub enum PacketParseError {
         /// The maximum allowed payload size.
         max: u64,
     },
+    /// iogate patch: the request body could not be read (the client went away mid-request).
+    /// A transport failure, not a malformed payload.
+    BodyRead,
 }
 impl fmt::Display for PacketParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,6 +90,7 @@ impl fmt::Display for PacketParseError {
             PacketParseError::PayloadTooLarge { max } => {
                 write!(f, "payload too large: max {max}")
             }
+            PacketParseError::BodyRead => write!(f, "request body could not be read"),
         }
     }
 }

@@ -66,7 +66,7 @@ use std::{
 
 use crate::{config::EngineIoConfig, errors::Error};
 use bytes::Bytes;
-use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
+use engineioxide_core::{Packet, PacketBuf, PacketParseError, ProtocolVersion, Str, TransportType};
 use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
@@ -104,7 +104,10 @@ impl From<&Error> for Option<DisconnectReason> {
     fn from(err: &Error) -> Self {
         use Error::*;
         match err {
-            WsTransport(_) => Some(DisconnectReason::TransportError),
+            // iogate patch: a request body that could not be read is a transport failure.
+            WsTransport(_) | PacketParse(PacketParseError::BodyRead) => {
+                Some(DisconnectReason::TransportError)
+            }
             BadPacket(_) | PacketParse(_) => Some(DisconnectReason::PacketParsingError),
             HeartbeatTimeout => Some(DisconnectReason::HeartbeatTimeout),
             _ => None,

@@ -52,7 +52,8 @@ where
         Err(_e) => {
             #[cfg(feature = "tracing")]
             tracing::debug!("error reading body stream: {:?}", _e);
-            Err(PacketParseError::InvalidPacketPayload)
+            // iogate patch: a body that could not be read is a transport failure.
+            Err(PacketParseError::BodyRead)
         }
     }?;
     if state.current_payload_size + (data.remaining() as u64) <= max_payload {

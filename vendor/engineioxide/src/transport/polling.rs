@@ -9,7 +9,7 @@ use http_body::Body;
 use http_body_util::Full;
 use tokio_util::future::FutureExt as _;
 
-use engineioxide_core::{Packet, ProtocolVersion, Sid, TransportType};
+use engineioxide_core::{Packet, PacketParseError, ProtocolVersion, Sid, TransportType};
 
 use crate::{
     DisconnectReason, body::ResponseBody, engine::EngineIo, errors::Error,
@@ -212,7 +212,12 @@ where
             Err(e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(%sid, "could not parse packet: {e}");
-                engine.close_session(sid, DisconnectReason::PacketParsingError);
+                // iogate patch: a body the client stopped sending is a transport error.
+                let reason = match e {
+                    PacketParseError::BodyRead => DisconnectReason::TransportError,
+                    _ => DisconnectReason::PacketParsingError,
+                };
+                engine.close_session(sid, reason);
                 return Err(e.into());
             }
         }?;
