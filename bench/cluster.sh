@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Cluster benchmark: 2 × iogate-node + Redis vs 2 × Node.js socket.io + @socket.io/redis-adapter
-# + Redis, each behind the same front door (iogate-lb), with iogate-loadtest as the client, all
-# on this machine in one run.
+# Cluster benchmark: 2 × iogate-node + Redis (connection state recovery off, then on) vs 2 ×
+# Node.js socket.io + @socket.io/redis-adapter + Redis, each behind the same front door
+# (iogate-lb), with iogate-loadtest as the client, all on this machine in one run.
 #
 #   bench/cluster.sh [CLIENTS=2000] [STEP_SECONDS=10] [IDLE_CLIENTS=10000] [FIXED_RATE=10]
 #   bench/cluster.sh 50 2 200 5          # smoke run (CI)
@@ -16,6 +16,10 @@
 # 2. p99 at FIXED_RATE messages/s (a rung of the ladder; added when missing).
 # 3. Memory per idle client: IDLE_CLIENTS WebSocket clients straight to the two freshly started
 #    nodes (before the ladder); the nodes' RSS growth divided by the clients.
+# 4. With recovery on (`recovery: {enabled: true}`, every broadcast appended to a Redis stream
+#    and delivered from it): the same ladder, and after it Redis memory per tracked message —
+#    MEMORY USAGE of the namespace's stream divided by its length (entries are kept for
+#    max_disconnection + one heartbeat + 10 s, so the stream holds the last minutes of the ladder).
 # Installs redis-server from Debian and the pinned baselines (bench/js) from npm when missing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -27,13 +31,15 @@ RATES=${RATES:-"1 2 5 10 20 30 50 75 100 150 200 300 500"}
 case " $RATES " in *" $FIXED "*) ;; *) RATES=$(printf '%s\n' $RATES "$FIXED" | sort -n | uniq | tr '\n' ' ');; esac
 IDLE_N=$(cap_to_fds "$IDLE_N" $(( FDS - 1000 )))
 out_dir /tmp/iogate-cluster
-need redis-server:redis-server curl:curl python3:python3 ss:iproute2
+need redis-server:redis-server redis-cli:redis-tools curl:curl python3:python3 ss:iproute2
 need_js
 bench_build iogate-node iogate-lb iogate-loadtest
 md_open cluster "bench/cluster.sh $*"
 md "Versions: iogate-node $("$BIN/iogate-node" --version | awk '{print $2}'), Node.js $(node --version), socket.io $(node -p 'require("./bench/js/node_modules/socket.io/package.json").version'), @socket.io/redis-adapter $(node -p 'require("./bench/js/node_modules/@socket.io/redis-adapter/package.json").version'), $(redis-server --version | awk '{print $1, $3}')." ""
 
-# start_stack iogate|socketio: Redis, two nodes (P1/P2 on N1/N2), iogate-lb on LBP.
+printf 'recovery:\n  enabled: true\n' >"$OUT/recovery-on.yaml"
+
+# start_stack iogate|iogate-recovery|socketio: Redis, two nodes (P1/P2 on N1/N2), iogate-lb on LBP.
 start_stack() {
   start_redis
   N1=$(free_port); N2=$(free_port)
@@ -41,6 +47,9 @@ start_stack() {
   for port in "$N1" "$N2"; do
     case $1 in
       iogate) start_node "$port" "n$port" "redis://127.0.0.1:$RP"; printf -v "$pidvar" '%s' "$NODE_PID" ;;
+      iogate-recovery)
+        start_node "$port" "n$port" "redis://127.0.0.1:$RP" --config "$OUT/recovery-on.yaml"
+        printf -v "$pidvar" '%s' "$NODE_PID" ;;
       socketio)
         node bench/js/socketio-cluster-node.mjs "n$port" "$port" "redis://127.0.0.1:$RP" >"$OUT/socketio-$port.log" 2>&1 &
         printf -v "$pidvar" '%s' "$!"; pids+=("$!")
@@ -98,7 +107,8 @@ PY
 }
 
 declare -A MAX LOSSLESS FIXED_P99 FIXED_CPU IDLE_KIB
-for stack in iogate socketio; do
+STREAM_BYTES="—"
+for stack in iogate iogate-recovery socketio; do
   # On fresh nodes, before any traffic has grown their heaps.
   start_stack "$stack"
   echo "== $stack: $IDLE_N idle clients straight to the nodes" >&2
@@ -132,17 +142,32 @@ for stack in iogate socketio; do
     fi
   done
   md ""
+  if [ "$stack" = iogate-recovery ]; then
+    # The root namespace's stream: {key_prefix-csr}/
+    # Length, memory, and the size of the last entry's encoded packet (field `e`).
+    read -r xlen bytes ebytes < <(redis-cli -p "$RP" --raw eval "local l = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) return {redis.call('XLEN', KEYS[1]), redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0'), l[1] and string.len(l[1][2][2]) or 0}" 1 "{iogate-csr}/" | tr '\n' ' '; echo)
+    if [ "${xlen:-0}" -gt 0 ]; then
+      STREAM_BYTES=$(( bytes / xlen ))
+      md "iogate-recovery: the stream holds $xlen tracked messages in $(( bytes / 1024 )) KiB = $STREAM_BYTES bytes per message (the encoded packet — event name, loadtest message, audience — is $ebytes bytes; the rest is the entry id, the writer's order tag and the stream's own overhead)." ""
+    fi
+  fi
   stop_stack
 done
 
 md "### Summary" "" \
-   "| | iogate-node | Node socket.io + redis-adapter | ratio |" "|---|---|---|---|"
+   "| | iogate-node | iogate-node, recovery on | Node socket.io + redis-adapter | ratio iogate ÷ Node | recovery on ÷ off |" "|---|---|---|---|---|---|"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a/b; else print "— (baseline never passed)" }'; }
-md "| max sustained deliveries/s (p99 ≤ 100 ms, 0 lost) | ${MAX[iogate]} | ${MAX[socketio]} | $(ratio "${MAX[iogate]}" "${MAX[socketio]}") |"
-md "| max lossless deliveries/s (p99 ≤ 1 s) | ${LOSSLESS[iogate]} | ${LOSSLESS[socketio]} | $(ratio "${LOSSLESS[iogate]}" "${LOSSLESS[socketio]}") |"
-md "| p99 at $FIXED msgs/s ($(( FIXED * CLIENTS )) deliveries/s) | ${FIXED_P99[iogate]} | ${FIXED_P99[socketio]} | |"
-md "| both nodes' CPU at $FIXED msgs/s (% of one core) | ${FIXED_CPU[iogate]} % | ${FIXED_CPU[socketio]} % | $(ratio "${FIXED_CPU[iogate]/—/0}" "${FIXED_CPU[socketio]/—/0}") |"
-md "$(awk -v a="${IDLE_KIB[iogate]}" -v b="${IDLE_KIB[socketio]}" 'BEGIN { printf "| memory per idle client | %.1f KiB | %.1f KiB | %.1f× |", a, b, (b>0 ? a/b : 0) }')"
-md "" "Ratios are iogate-node ÷ Node socket.io."
+ratio2() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a/b; else print "—" }'; }
+row() { # row LABEL KEY-ARRAY-NAME
+  local -n v=$2
+  md "| $1 | ${v[iogate]} | ${v[iogate-recovery]} | ${v[socketio]} | $(ratio "${v[iogate]}" "${v[socketio]}") | $(ratio2 "${v[iogate-recovery]}" "${v[iogate]}") |"
+}
+row "max sustained deliveries/s (p99 ≤ 100 ms, 0 lost)" MAX
+row "max lossless deliveries/s (p99 ≤ 1 s)" LOSSLESS
+md "| p99 at $FIXED msgs/s ($(( FIXED * CLIENTS )) deliveries/s) | ${FIXED_P99[iogate]} | ${FIXED_P99[iogate-recovery]} | ${FIXED_P99[socketio]} | | |"
+md "| both nodes' CPU at $FIXED msgs/s (% of one core) | ${FIXED_CPU[iogate]} % | ${FIXED_CPU[iogate-recovery]} % | ${FIXED_CPU[socketio]} % | $(ratio "${FIXED_CPU[iogate]/—/0}" "${FIXED_CPU[socketio]/—/0}") | $(ratio2 "${FIXED_CPU[iogate-recovery]/—/0}" "${FIXED_CPU[iogate]/—/0}") |"
+md "$(awk -v a="${IDLE_KIB[iogate]}" -v r="${IDLE_KIB[iogate-recovery]}" -v b="${IDLE_KIB[socketio]}" 'BEGIN { printf "| memory per idle client | %.1f KiB | %.1f KiB | %.1f KiB | %.1f× | %.2f× |", a, r, b, (b>0 ? a/b : 0), (a>0 ? r/a : 0) }')"
+md "| Redis memory per tracked message | | $STREAM_BYTES bytes | | | |"
+md "" "Ratios: iogate-node (recovery off) ÷ Node socket.io; recovery on ÷ off."
 md_record
 echo "results in $MD" >&2

@@ -58,7 +58,7 @@ need() {
 # The pinned Node.js baselines (bench/js/package.json).
 need_js() {
   command -v node >/dev/null || need node:nodejs npm:npm
-  [ -d bench/js/node_modules/@socket.io/redis-adapter ] || npm ci --prefix bench/js --no-audit --no-fund >/dev/null
+  [ -d bench/js/node_modules/@socket.io/redis-streams-adapter ] || npm ci --prefix bench/js --no-audit --no-fund >/dev/null
 }
 
 # Every process a script starts goes into pids (children included: a backgrounded shell function
@@ -86,9 +86,9 @@ start_redis() {
   wait_tcp "$RP"
 }
 
-# Start one iogate-node: start_node PORT ID REDIS_URL; sets NODE_PID.
+# Start one iogate-node: start_node PORT ID REDIS_URL [MORE ARGS]; sets NODE_PID.
 start_node() {
-  "$BIN/iogate-node" --listen "127.0.0.1:$1" --node-id "$2" --redis-url "$3" >"$OUT/node-$1.log" 2>&1 &
+  "$BIN/iogate-node" --listen "127.0.0.1:$1" --node-id "$2" --redis-url "$3" "${@:4}" >"$OUT/node-$1.log" 2>&1 &
   NODE_PID=$!; pids+=("$NODE_PID")
   wait_http "http://127.0.0.1:$1/readyz"
 }

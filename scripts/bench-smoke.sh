@@ -33,9 +33,16 @@ check frontdoor "^\| iogate-lb \| [0-9.]+ ms" "^\| nginx \| [0-9.]+ ms" "^\| hap
 
 echo "==> bench smoke: cluster"
 OUT="$base/cluster" RATES="2 5" bench/cluster.sh 40 2 100 5 >/dev/null
-check cluster "^\| iogate \| 2 \| [0-9]+ \|" "^\| socketio \| 2 \| [0-9]+ \|" "memory per idle client"
+check cluster "^\| iogate \| 2 \| [0-9]+ \|" "^\| iogate-recovery \| 2 \| [0-9]+ \|" "^\| socketio \| 2 \| [0-9]+ \|" \
+  "memory per idle client" "^\| Redis memory per tracked message \| \| [0-9]+ bytes"
 echo "==> bench smoke: continuity"
 OUT="$base/continuity" bench/continuity.sh 6 >/dev/null
 check continuity "^\| SIGTERM one node \(paced drain\) \| 200 \| 0 \|" "^\| binary upgrade \(-u \+ SIGQUIT\) \| 300 \| 0 \|" \
   "^\| 2 LB replicas behind HAProxy mode tcp \| 200 \| 0 \|" "^\| quick form, 2 plain Node.js socket.io servers \| 200 \| 0 \|"
+echo "==> bench smoke: recovery"
+# 15 s of broadcasts, the event at 5 s: a drain (5 s grace) moves clients before the end.
+OUT="$base/recovery" RATE=20 bench/recovery.sh 10 300 >/dev/null
+check recovery "^\| iogate, recovery off \| kill -9 one node, WebSocket \| [1-9][0-9]* of 10 \|" \
+  "^\| iogate, recovery on \| SIGTERM one node, polling \| [1-9][0-9]* of 10 \| ([0-9]+) of \1 \| 0 of 3000 \| 0 \| 0 \|" \
+  "^\| socket.io \+ redis-streams-adapter \| kill -9 one node, WebSocket \| [1-9][0-9]* of 10 \|"
 echo "bench smoke: ok"

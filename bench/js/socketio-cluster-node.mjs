@@ -6,23 +6,15 @@
 // Usage: node socketio-cluster-node.mjs <node-id> <port> <redis-url>
 // Prints "socketio-cluster-node <id> listening on 127.0.0.1:<port>"; GET /readyz answers 200
 // once the adapter's Redis clients are connected.
-import { createServer } from "node:http";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
 import { chatContract } from "../../testkit/js/chat-contract.mjs";
+import { probeServer } from "./probe-server.mjs";
 
 const [id = "node", portArg = "0", redisUrl = "redis://127.0.0.1:6379"] = process.argv.slice(2);
-let ready = false;
-const http = createServer((req, res) => {
-  if (req.url === "/readyz" || req.url === "/healthz") {
-    res.writeHead(ready ? 200 : 503, { "content-type": "application/json" });
-    res.end(JSON.stringify({ ready, node: id }));
-    return;
-  }
-  res.writeHead(404);
-  res.end();
-});
+const probe = probeServer(id);
+const http = probe.http;
 
 const pub = createClient({ url: redisUrl });
 const sub = pub.duplicate();
@@ -33,7 +25,7 @@ await Promise.all([pub.connect(), sub.connect()]);
 const io = new Server(http, { adapter: createAdapter(pub, sub) });
 chatContract(io, id);
 http.listen(Number(portArg), "127.0.0.1", () => {
-  ready = true;
+  probe.ready = true;
   console.log(`socketio-cluster-node ${id} listening on 127.0.0.1:${http.address().port}`);
 });
 const stop = () => { io.close(); Promise.allSettled([pub.quit(), sub.quit()]).finally(() => process.exit(0)); };

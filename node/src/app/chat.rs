@@ -26,9 +26,15 @@ use super::{AckRequested, AppCtx};
 /// The longest room name accepted (longer ones are ignored and counted as invalid).
 pub const MAX_ROOM_LEN: usize = 256;
 
+/// A room name a client may use: 1–[`MAX_ROOM_LEN`] bytes, not starting with NUL (names that
+/// do are the node's own, like recovery's hold room).
+fn valid_room(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ROOM_LEN && !s.starts_with('\u{0}')
+}
+
 fn room_name(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) if !s.is_empty() && s.len() <= MAX_ROOM_LEN => Some(s.clone()),
+        Value::String(s) if valid_room(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -38,7 +44,7 @@ fn query_room(query: Option<&str>) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == "room")
         .map(|(_, v)| v.into_owned())
-        .filter(|r| !r.is_empty() && r.len() <= MAX_ROOM_LEN)
+        .filter(|r| valid_room(r))
 }
 
 fn now_ms() -> u64 {
@@ -208,6 +214,8 @@ mod tests {
         assert_eq!(room_name(&json!("")), None);
         assert_eq!(room_name(&json!({"x": 1})), None);
         assert_eq!(room_name(&json!("x".repeat(MAX_ROOM_LEN + 1))), None);
+        assert_eq!(room_name(&json!("\u{0}iogate:recovering")), None);
+        assert_eq!(query_room(Some("room=%00x")), None);
         assert_eq!(
             query_room(Some("EIO=4&transport=polling&room=a%20b")),
             Some("a b".into())

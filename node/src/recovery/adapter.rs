@@ -757,4 +757,15 @@ mod tests {
         assert_eq!(parse_auth(&v("[]")), None);
         assert_eq!(parse_auth(&v("not json")), None);
     }
+
+    #[test]
+    fn a_writers_late_append_is_not_delivered() {
+        let mut d = Delivery::default();
+        assert!(d.in_order("a", 1));
+        assert!(d.in_order("a", 3)); // 2 was not applied (yet): a gap is fine
+        assert!(!d.in_order("a", 2)); // …but 2 applied after 3 is late
+        assert!(!d.in_order("a", 3)); // and nothing is delivered twice
+        assert!(d.in_order("b", 1)); // writers are independent
+        assert!(d.in_order("a", 4));
+    }
 }
