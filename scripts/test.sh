@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: format check, clippy with -D warnings, every test.
+# The project's test command: format check, clippy with -D warnings, the library's docs, every test.
 # Needs redis-server, redis-cli, node and chromium (.ci/run installs them on a fresh machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +15,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo doc (iogate-node's public API, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p iogate-node
 echo "==> cargo test"
 cargo test --workspace

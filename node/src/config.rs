@@ -49,6 +49,26 @@ pub struct NodeConfig {
     pub recovery: RecoveryConfig,
     /// The chat demo page (off unless `demo.dir` is set).
     pub demo: DemoConfig,
+    /// Metrics settings.
+    pub metrics: MetricsConfig,
+}
+
+/// Metrics settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Most distinct event names labelled in `iogate_node_events_total` and
+    /// `iogate_node_event_duration_seconds`; events past it (and events without a handler) are
+    /// labelled `other`.
+    pub max_event_labels: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_event_labels: 100,
+        }
+    }
 }
 
 /// Socket.IO connection state recovery: a client that reconnects — to any node — within
@@ -99,6 +119,7 @@ impl Default for NodeConfig {
             drain: DrainConfig::default(),
             recovery: RecoveryConfig::default(),
             demo: DemoConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -418,6 +439,9 @@ impl Validate for NodeConfig {
         }
         if rc.max_entries < 1000 {
             p.push("recovery.max_entries", "must be at least 1000");
+        }
+        if self.metrics.max_event_labels == 0 || self.metrics.max_event_labels > 10_000 {
+            p.push("metrics.max_event_labels", "must be between 1 and 10000");
         }
         if self.drain.rate == 0 {
             p.push("drain.rate", "must be at least 1 socket per second");

@@ -181,6 +181,8 @@ impl Connected<IncomingStream<'_, KillableListener>> for ConnInfo {
 
 #[derive(Debug)]
 struct Entry {
+    /// Namespaces the session's sockets are in (a client multiplexes them over one session).
+    namespaces: usize,
     /// The session's WebSocket connection, once it has one.
     websocket: Option<ConnHandle>,
     draining: bool,
@@ -191,6 +193,7 @@ struct Entry {
 impl Entry {
     fn new(websocket: Option<ConnHandle>) -> Entry {
         Entry {
+            namespaces: 0,
             websocket,
             draining: false,
             closer: Arc::new(Notify::new()),
@@ -210,12 +213,28 @@ impl SessionConns {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start tracking `sid` (a socket connected). `websocket` is the connection of a session
-    /// that started on a WebSocket.
+    /// Track `sid` (a socket of the session joined a namespace). `websocket` is the connection
+    /// of a session that started on a WebSocket.
     pub fn register(&self, sid: &str, websocket: Option<&ConnHandle>) {
-        self.map()
+        let mut map = self.map();
+        let e = map
             .entry(sid.to_string())
-            .or_insert_with(|| Entry::new(websocket.cloned()));
+            .or_insert_with(|| Entry::new(None));
+        e.namespaces += 1;
+        if e.websocket.is_none() {
+            e.websocket = websocket.cloned();
+        }
+    }
+
+    /// A socket of `sid` left its namespace; the session is forgotten with its last one.
+    pub fn release(&self, sid: &str) {
+        let mut map = self.map();
+        if let Some(e) = map.get_mut(sid) {
+            e.namespaces = e.namespaces.saturating_sub(1);
+            if e.namespaces == 0 {
+                map.remove(sid);
+            }
+        }
     }
 
     /// A polling session upgraded: its WebSocket (the `101` was sent) runs on `handle`.
@@ -263,11 +282,6 @@ impl SessionConns {
         }
     }
 
-    /// Forget `sid` (its socket is gone).
-    pub fn remove(&self, sid: &str) {
-        self.map().remove(sid);
-    }
-
     /// Number of sessions tracked.
     pub fn len(&self) -> usize {
         self.map().len()
@@ -311,7 +325,14 @@ mod tests {
         assert!(up.is_killed());
         assert!(!conns.drain("unknown"));
         assert!(conns.is_draining("unknown"));
-        conns.remove("w");
+        conns.release("w");
         assert_eq!(conns.len(), 3);
+        // A session in two namespaces is forgotten with its last one.
+        conns.register("m", None);
+        conns.register("m", None);
+        conns.release("m");
+        assert!(conns.closer("m").is_some());
+        conns.release("m");
+        assert!(conns.closer("m").is_none());
     }
 }

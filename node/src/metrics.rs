@@ -5,19 +5,6 @@ use prometheus::{
     Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
-/// Application event names that get their own label value; anything else is `other`.
-pub const KNOWN_EVENTS: &[&str] = &[
-    "chat:message",
-    "room:message",
-    "echo",
-    "ping:ts",
-    "join",
-    "leave",
-    "whoami",
-    "message",
-    "message-with-ack",
-];
-
 /// Every `reason` label of `iogate_node_bus_dropped_total`.
 pub const BUS_DROP_REASONS: &[&str] = &[
     "bus_down",
@@ -118,7 +105,7 @@ impl NodeMetrics {
             events: m::counter_vec(
                 &r,
                 "iogate_node_events_total",
-                "Events received, by event name (unknown names are `other`).",
+                "Events received, by event name (events without a handler, and names past metrics.max_event_labels, are `other`).",
                 &["event"],
             )?,
             event_duration: m::seconds_histogram_vec(
@@ -229,14 +216,5 @@ impl NodeMetrics {
             metrics.recovery_untracked.with_label_values(&[*reason]);
         }
         Ok(metrics)
-    }
-
-    /// The label value for an event name.
-    pub fn event_label(name: &str) -> &'static str {
-        KNOWN_EVENTS
-            .iter()
-            .copied()
-            .find(|e| *e == name)
-            .unwrap_or("other")
     }
 }

@@ -1,13 +1,16 @@
-//! Assembling and running one node: config → Socket.IO server (with the Redis adapter or the
-//! in-memory one) → axum router → listener, until a drain signal, then [`drain`](crate::drain).
+//! Assembling and running one node: config and the application's setup → Socket.IO server
+//! (the Redis adapter on the node's bus, or on a standalone driver without Redis; connection
+//! state recovery on top when enabled; the node's socket observer) → axum router → listener,
+//! until a drain signal, then [`drain`](crate::drain).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use socketioxide::adapter::{Adapter, Emitter};
+use socketioxide::adapter::Emitter;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Sid;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
@@ -16,13 +19,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::app::{AppCtx, chat, conformance};
 use crate::bus::driver::BusDriver;
 use crate::bus::{BusState, BusStatus, client, supervisor};
-use crate::config::{NodeConfig, Profile, Transport};
+use crate::config::{NodeConfig, Transport};
 use crate::connections::{ConnInfo, KillableListener, SessionConns};
+use crate::context::NodeContext;
 use crate::http::{self, HttpState};
 use crate::metrics::NodeMetrics;
+use crate::observer::{EventLabels, NodeObserver};
 use crate::recovery::adapter::{RecoveryAdapter, RecoveryState};
 use crate::recovery::store::Store;
 use crate::recovery::{Recovery, Windows};
@@ -30,9 +34,17 @@ use crate::recovery::{Recovery, Windows};
 /// The Redis adapter on the node's own bus driver.
 pub type RedisBusAdapter = CustomRedisAdapter<Emitter, BusDriver>;
 
-/// The Socket.IO adapter used when Redis is configured: the Redis adapter, with connection state
-/// recovery when `recovery.enabled`.
-pub type BusAdapter = RecoveryAdapter<RedisBusAdapter>;
+/// The Socket.IO adapter of every node: the Redis adapter on the node's bus (or on a standalone
+/// driver when no Redis is configured), with connection state recovery when
+/// `recovery.enabled`. Applications name it through [`Io`](crate::Io),
+/// [`SocketRef`](crate::SocketRef) and the other aliases at the crate root.
+pub type NodeAdapter = RecoveryAdapter<RedisBusAdapter>;
+
+/// An error from an application's setup.
+pub type SetupError = Box<dyn std::error::Error + Send + Sync>;
+
+type SetupFuture = Pin<Box<dyn Future<Output = Result<(), SetupError>> + Send>>;
+type SetupFn = Box<dyn FnOnce(SocketIo<NodeAdapter>, NodeContext) -> SetupFuture + Send>;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +63,10 @@ pub enum NodeError {
     /// The Redis client could not be built.
     #[error(transparent)]
     Redis(#[from] client::ClientError),
-    /// A namespace could not be registered with the adapter.
-    #[error("registering namespace: {0}")]
-    Namespace(String),
+    /// The application's setup failed (a namespace could not be registered, or the
+    /// application's own error).
+    #[error("application setup: {0}")]
+    Setup(SetupError),
     /// The session-id tag is not valid (config validation should have caught it).
     #[error("engineio.sid_tag: {0}")]
     SidTag(String),
@@ -62,17 +75,60 @@ pub enum NodeError {
     Serve(std::io::Error),
 }
 
-/// A node bound to its address, ready to [`run`](BoundNode::run).
-pub struct BoundNode {
+/// A node to build: its configuration and the applications that register namespaces on it.
+///
+/// ```no_run
+/// use iogate_node::{Node, NodeConfig, SocketRef};
+/// use iogate_node::socketioxide::extract::Data;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let node = Node::new(NodeConfig::default())
+///     .app(|io, _ctx| async move {
+///         io.ns("/", async |s: SocketRef| {
+///             s.on("echo", async |s: SocketRef, Data::<serde_json::Value>(v)| {
+///                 let _ = s.emit("echo", &v);
+///             });
+///         })
+///         .await?;
+///         Ok(())
+///     })
+///     .bind()
+///     .await?;
+/// node.run(iogate_node::shutdown_signal()).await?;
+/// # Ok(()) }
+/// ```
+pub struct Node {
     cfg: NodeConfig,
-    node_id: Arc<str>,
-    sid_tag: Arc<str>,
-    listener: TcpListener,
+    setups: Vec<SetupFn>,
 }
 
-impl BoundNode {
+impl Node {
+    /// A node with this configuration and no application yet.
+    pub fn new(cfg: NodeConfig) -> Node {
+        Node {
+            cfg,
+            setups: Vec::new(),
+        }
+    }
+
+    /// Add an application: `setup` registers its namespaces (`io.ns(path, handler)`, with
+    /// connect middlewares through socketioxide's `.with(...)`) and anything else it needs
+    /// before the node takes traffic. It runs once, when the node starts; `/readyz` turns 200
+    /// only after every setup succeeded, and a failed setup stops the node with
+    /// [`NodeError::Setup`]. Several applications can share a node (different namespaces).
+    pub fn app<F, Fut>(mut self, setup: F) -> Node
+    where
+        F: FnOnce(SocketIo<NodeAdapter>, NodeContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), SetupError>> + Send + 'static,
+    {
+        self.setups
+            .push(Box::new(move |io, ctx| Box::pin(setup(io, ctx))));
+        self
+    }
+
     /// Bind the listen address (so the caller learns the real port before serving).
-    pub async fn bind(cfg: NodeConfig) -> Result<Self, NodeError> {
+    pub async fn bind(self) -> Result<BoundNode, NodeError> {
+        let cfg = self.cfg;
         let listener = TcpListener::bind(&cfg.listen)
             .await
             .map_err(|source| NodeError::Bind {
@@ -81,14 +137,26 @@ impl BoundNode {
             })?;
         let node_id: Arc<str> = cfg.resolved_node_id().into();
         let sid_tag: Arc<str> = cfg.resolved_sid_tag(&node_id).into();
-        Ok(Self {
+        Ok(BoundNode {
             cfg,
             node_id,
             sid_tag,
             listener,
+            setups: self.setups,
         })
     }
+}
 
+/// A node bound to its address, ready to [`run`](BoundNode::run).
+pub struct BoundNode {
+    cfg: NodeConfig,
+    node_id: Arc<str>,
+    sid_tag: Arc<str>,
+    listener: TcpListener,
+    setups: Vec<SetupFn>,
+}
+
+impl BoundNode {
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -104,83 +172,76 @@ impl BoundNode {
         &self.sid_tag
     }
 
-    /// Serve until `drain_signal` resolves, then drain and return.
+    /// Run the applications' setups, serve until `drain_signal` resolves, then drain and return.
     pub async fn run(self, drain_signal: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
         // Session ids are generated in engineioxide (vendored): `{tag}.{random}`.
         Sid::set_session_tag(Some(&self.sid_tag)).map_err(|e| NodeError::SidTag(e.to_string()))?;
+        let cfg = self.cfg;
         let metrics = NodeMetrics::new()?;
         let conns = Arc::new(SessionConns::default());
-        let ctx = Arc::new(AppCtx {
-            node_id: self.node_id.clone(),
+        let events = Arc::new(EventLabels::new(cfg.metrics.max_event_labels));
+        let observer = Arc::new(NodeObserver {
             metrics: metrics.clone(),
             conns: conns.clone(),
+            events: events.clone(),
         });
-        let builder = socketio_builder(&self.cfg);
+        let ctx = NodeContext::new(
+            self.node_id.clone(),
+            self.sid_tag.clone(),
+            cfg.clone(),
+            metrics.clone(),
+            events,
+        );
+        // Stops the bus supervisor and recovery's tasks when the node is done.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (driver, status) = if cfg.redis.enabled() {
+            let status = Arc::new(BusStatus::new(BusState::Reconnecting));
+            let fred = client::build(&cfg.redis)?;
+            let driver = BusDriver::new(fred, status.clone(), metrics.clone(), &cfg.redis);
+            supervisor::spawn(&driver, cfg.redis.down_after, stop_rx.clone());
+            (driver, status)
+        } else {
+            (
+                BusDriver::standalone(),
+                Arc::new(BusStatus::new(BusState::Disabled)),
+            )
+        };
+        let adapter_cfg = RedisAdapterConfig::new()
+            .with_prefix(cfg.redis.key_prefix.clone())
+            .with_request_timeout(cfg.redis.request_timeout)
+            .with_stream_buffer(cfg.redis.queue_size);
+        let recovery = if cfg.recovery.enabled {
+            Some(start_recovery(&cfg, metrics.clone(), stop_rx)?)
+        } else {
+            None
+        };
+        let state = RecoveryState {
+            inner: RedisAdapterCtr::new_with_driver(driver, adapter_cfg),
+            recovery,
+        };
+        let (layer, io) = socketio_builder(&cfg)
+            .observer(observer)
+            .with_adapter::<NodeAdapter>(state)
+            .build_layer();
+        let ready = Arc::new(AtomicBool::new(false));
+        for setup in self.setups {
+            if let Err(e) = setup(io.clone(), ctx.clone()).await {
+                let _ = stop_tx.send(true);
+                return Err(NodeError::Setup(e));
+            }
+        }
+        ready.store(true, Ordering::Release);
         let parts = Parts {
-            cfg: self.cfg.clone(),
-            node_id: self.node_id.clone(),
-            sid_tag: self.sid_tag.clone(),
-            metrics: metrics.clone(),
+            cfg,
+            node_id: self.node_id,
+            sid_tag: self.sid_tag,
+            metrics,
             conns,
             listener: self.listener,
         };
-        if self.cfg.redis.enabled() {
-            let status = Arc::new(BusStatus::new(BusState::Reconnecting));
-            let fred = client::build(&self.cfg.redis)?;
-            let driver = BusDriver::new(fred, status.clone(), metrics.clone(), &self.cfg.redis);
-            let (stop_tx, stop_rx) = watch::channel(false);
-            supervisor::spawn(&driver, self.cfg.redis.down_after, stop_rx);
-            let adapter_cfg = RedisAdapterConfig::new()
-                .with_prefix(self.cfg.redis.key_prefix.clone())
-                .with_request_timeout(self.cfg.redis.request_timeout)
-                .with_stream_buffer(self.cfg.redis.queue_size);
-            let ctr = RedisAdapterCtr::new_with_driver(driver, adapter_cfg);
-            let recovery = if self.cfg.recovery.enabled {
-                Some(start_recovery(
-                    &self.cfg,
-                    metrics.clone(),
-                    stop_tx.subscribe(),
-                )?)
-            } else {
-                None
-            };
-            let state = RecoveryState {
-                inner: ctr,
-                recovery,
-            };
-            let (layer, io) = builder.with_adapter::<BusAdapter>(state).build_layer();
-            let ready = Arc::new(AtomicBool::new(false));
-            match self.cfg.profile {
-                Profile::Chat => io
-                    .ns("/", chat::connect_handler(ctx))
-                    .await
-                    .map_err(|e| NodeError::Namespace(e.to_string()))?,
-                Profile::Conformance => {
-                    for ns in conformance::NAMESPACES {
-                        io.ns(ns, conformance::connect_handler(ctx.clone()))
-                            .await
-                            .map_err(|e| NodeError::Namespace(e.to_string()))?;
-                    }
-                }
-            }
-            ready.store(true, Ordering::Release);
-            let res = serve(parts, io, layer, status, ready, drain_signal).await;
-            let _ = stop_tx.send(true);
-            res
-        } else {
-            let status = Arc::new(BusStatus::new(BusState::Disabled));
-            let (layer, io) = builder.build_layer();
-            match self.cfg.profile {
-                Profile::Chat => io.ns("/", chat::connect_handler(ctx)),
-                Profile::Conformance => {
-                    for ns in conformance::NAMESPACES {
-                        io.ns(ns, conformance::connect_handler(ctx.clone()));
-                    }
-                }
-            }
-            let ready = Arc::new(AtomicBool::new(true));
-            serve(parts, io, layer, status, ready, drain_signal).await
-        }
+        let res = serve(parts, io, layer, status, ready, drain_signal).await;
+        let _ = stop_tx.send(true);
+        res
     }
 }
 
@@ -277,10 +338,10 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-async fn serve<A: Adapter>(
+async fn serve(
     parts: Parts,
-    io: SocketIo<A>,
-    layer: SocketIoLayer<A>,
+    io: SocketIo<NodeAdapter>,
+    layer: SocketIoLayer<NodeAdapter>,
     bus: Arc<BusStatus>,
     ready: Arc<AtomicBool>,
     drain_signal: impl Future<Output = ()> + Send,
@@ -324,8 +385,8 @@ async fn serve<A: Adapter>(
     ));
 
     let addr = parts.listener.local_addr().ok();
-    tracing::info!(node = %parts.node_id, sid_tag = %parts.sid_tag, ?addr, profile = ?parts.cfg.profile,
-        redis = parts.cfg.redis.enabled(), "iogate-node serving");
+    tracing::info!(node = %parts.node_id, sid_tag = %parts.sid_tag, ?addr,
+        redis = parts.cfg.redis.enabled(), recovery = parts.cfg.recovery.enabled, "iogate-node serving");
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let server = axum::serve(

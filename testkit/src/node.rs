@@ -35,12 +35,35 @@ impl Node {
     }
 
     fn start_full(id: &str, port: u16, args: &[&str], yaml: Option<&str>) -> Node {
+        Self::start_program(
+            bin_command("iogate-node", "warn,fred=error"),
+            id,
+            port,
+            args,
+            yaml,
+        )
+    }
+
+    /// A node built on the iogate-node library (an example's binary at `exe`, as Cargo's
+    /// `CARGO_BIN_EXE_<name>` gives it), started like `iogate-node`: same flags, same readiness.
+    pub fn start_exe(exe: &std::path::Path, id: &str, args: &[&str], yaml: Option<&str>) -> Node {
+        let mut cmd = Command::new(exe);
+        cmd.env("RUST_LOG", "warn,fred=error");
+        Self::start_program(cmd, id, 0, args, yaml)
+    }
+
+    fn start_program(
+        mut cmd: Command,
+        id: &str,
+        port: u16,
+        args: &[&str],
+        yaml: Option<&str>,
+    ) -> Node {
         let config = yaml.map(|y| {
             let mut f = tempfile::NamedTempFile::new().expect("temp config");
             f.write_all(y.as_bytes()).expect("write config");
             f
         });
-        let mut cmd = bin_command("iogate-node", "warn,fred=error");
         cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--node-id", id])
             .args(args);
         if let Some(f) = &config {

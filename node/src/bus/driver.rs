@@ -139,10 +139,15 @@ impl Shared {
     }
 }
 
-/// socketioxide-redis `Driver` over a fred client. Cheap to clone; clones share everything.
+/// socketioxide-redis `Driver` over a fred client — or, for a node without Redis, over nothing
+/// ([`BusDriver::standalone`]). Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct BusDriver {
-    pub(crate) shared: Arc<Shared>,
+    /// `None`: a standalone node. Publishes go nowhere (there is no other node to miss them),
+    /// subscriptions never yield, and every request is answered by this node alone.
+    pub(crate) shared: Option<Arc<Shared>>,
+    /// Standalone: the subscribed channels' senders, kept so their streams stay open.
+    idle: Arc<Mutex<HashMap<String, mpsc::Sender<ChanItem>>>>,
 }
 
 impl BusDriver {
@@ -168,12 +173,23 @@ impl BusDriver {
             peer_window: settings.down_after,
         });
         tokio::spawn(dispatch(shared.client.message_rx(), shared.clone()));
-        Self { shared }
+        Self {
+            shared: Some(shared),
+            idle: Arc::default(),
+        }
     }
 
-    /// The fred client underneath.
-    pub fn client(&self) -> &Client {
-        &self.shared.client
+    /// A driver for a node without Redis: the adapter on it serves this node's sockets only.
+    pub fn standalone() -> Self {
+        Self {
+            shared: None,
+            idle: Arc::default(),
+        }
+    }
+
+    /// The fred client underneath (`None` for a standalone node).
+    pub fn client(&self) -> Option<&Client> {
+        self.shared.as_ref().map(|s| &s.client)
     }
 }
 
@@ -238,7 +254,9 @@ impl Driver for BusDriver {
     type Error = Infallible;
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
-        let s = &self.shared;
+        let Some(s) = &self.shared else {
+            return Ok(());
+        };
         if s.status.get() != BusState::Up {
             s.count_drop("bus_down", &"Redis unreachable");
             return Ok(());
@@ -261,7 +279,13 @@ impl Driver for BusDriver {
         chan: String,
         _size: usize,
     ) -> Result<MessageStream<ChanItem>, Self::Error> {
-        let s = &self.shared;
+        let Some(s) = &self.shared else {
+            let (tx, rx) = mpsc::channel(1);
+            if let Ok(mut m) = self.idle.lock() {
+                m.insert(chan, tx);
+            }
+            return Ok(MessageStream::new(rx));
+        };
         let (tx, rx) = mpsc::channel(s.queue_size);
         if let Ok(mut m) = s.channels.write() {
             m.insert(chan.clone(), tx);
@@ -280,7 +304,12 @@ impl Driver for BusDriver {
     }
 
     async fn unsubscribe(&self, chan: String) -> Result<(), Self::Error> {
-        let s = &self.shared;
+        let Some(s) = &self.shared else {
+            if let Ok(mut m) = self.idle.lock() {
+                m.remove(&chan);
+            }
+            return Ok(());
+        };
         if let Ok(mut m) = s.channels.write() {
             m.remove(&chan);
         }
@@ -291,7 +320,9 @@ impl Driver for BusDriver {
     }
 
     async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
-        let s = &self.shared;
+        let Some(s) = &self.shared else {
+            return Ok(1);
+        };
         if s.status.get() != BusState::Up {
             return Ok(1);
         }

@@ -23,7 +23,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// Start connecting and supervising. Returns at once; the bus comes up in the background.
 /// The task ends when `shutdown` turns true.
 pub fn spawn(driver: &BusDriver, down_after: Duration, shutdown: watch::Receiver<bool>) {
-    let shared = driver.shared.clone();
+    let Some(shared) = driver.shared.clone() else {
+        return;
+    };
     tokio::spawn(run(shared, down_after, shutdown));
 }
 

@@ -123,7 +123,7 @@ pub struct Windows {
     /// How long tracked packets are kept: `max_disconnection` + pingInterval + pingTimeout +
     /// a margin.
     pub retention: Duration,
-    /// The TTL of a connected session, refreshed every [`KEEP_ALIVE`].
+    /// The TTL of a connected session, refreshed every 30 s.
     pub live_ttl: Duration,
     /// `recovery.max_entries`.
     pub max_entries: u64,

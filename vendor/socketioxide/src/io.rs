@@ -115,6 +115,9 @@ pub struct SocketIoConfig {
 
     /// A global server identifier
     pub server_id: Uid,
+
+    /// iogate patch: notified of every socket's connection, disconnection and events.
+    pub(crate) observer: crate::observer::ObserverSlot,
 }
 
 impl Default for SocketIoConfig {
@@ -129,6 +132,7 @@ impl Default for SocketIoConfig {
             parser: Parser::default(),
             parse_config: ParseConfig::default(),
             server_id: Uid::new(),
+            observer: Default::default(),
         }
     }
 }
@@ -277,6 +281,14 @@ impl<A: Adapter> SocketIoBuilder<A> {
     #[inline]
     pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
         self.config.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// iogate patch: an observer notified of every socket's connection, disconnection and
+    /// incoming events, on every namespace (see [`SocketObserver`](crate::observer::SocketObserver)).
+    #[inline]
+    pub fn observer(mut self, observer: std::sync::Arc<dyn crate::observer::SocketObserver>) -> Self {
+        self.config.observer = crate::observer::ObserverSlot(Some(observer));
         self
     }
 

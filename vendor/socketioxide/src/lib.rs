@@ -342,6 +342,8 @@ pub mod ack;
 pub mod adapter;
 pub mod extract;
 pub mod handler;
+// iogate patch: the socket observer
+pub mod observer;
 pub mod layer;
 pub mod operators;
 pub mod service;

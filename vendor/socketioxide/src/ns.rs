@@ -176,6 +176,10 @@ impl<A: Adapter> Namespace<A> {
 
         // iogate patch: the session's private id goes into the CONNECT ack
         let pid = self.adapter.session_attach(sid, session).await;
+        // iogate patch: the socket observer
+        if let Some(o) = socket.observer() {
+            o.connected(&self.path, sid, socket.req_parts());
+        }
         let protocol = esocket.protocol.into();
         let payload = ConnectPacket {
             sid: socket.id,

@@ -683,6 +683,11 @@ impl<A: Adapter> Socket<A> {
         self.esocket.data.io.get().unwrap()
     }
 
+    /// iogate patch: the server's socket observer, if any.
+    pub(crate) fn observer(&self) -> Option<&dyn crate::observer::SocketObserver> {
+        self.esocket.data.io.get()?.config().observer.0.as_deref()
+    }
+
     /// # Disconnect the socket from the current namespace,
     ///
     /// It will also call the disconnect handler if it is set with a [`DisconnectReason::ServerNSDisconnect`].
@@ -830,6 +835,10 @@ impl<A: Adapter> Socket<A> {
         self.ns
             .adapter
             .session_detach(self.id, reason.is_recoverable());
+        // iogate patch: the socket observer
+        if let Some(o) = self.observer() {
+            o.disconnected(&self.ns.path, self.id, reason);
+        }
 
         let disconnect_handler = { self.disconnect_handler.lock().unwrap().take() };
 
@@ -864,7 +873,13 @@ impl<A: Adapter> Socket<A> {
         })?;
         #[cfg(feature = "tracing")]
         tracing::debug!(?event, "reading");
-        if let Some(handler) = self.message_handlers.read().unwrap().get(event) {
+        let handlers = self.message_handlers.read().unwrap();
+        let handler = handlers.get(event);
+        // iogate patch: the socket observer
+        if let Some(o) = self.observer() {
+            o.event(&self.ns.path, self.id, event, handler.is_some());
+        }
+        if let Some(handler) = handler {
             handler.call(self.clone(), data, ack);
         } else if let Some(fallback) = self.fallback_message_handler.read().unwrap().as_ref() {
             fallback.call(self.clone(), data, ack);

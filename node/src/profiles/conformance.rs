@@ -10,48 +10,50 @@
 //! The timings (ping 300 ms / 200 ms, connect timeout 1 s, max payload 1e6) are applied by
 //! [`NodeConfig::apply`](crate::config::NodeConfig::apply).
 
-use std::future::{Ready, ready};
-use std::sync::Arc;
+use std::future::ready;
 use std::time::Instant;
 
-use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
+use socketioxide::extract::{Data, TryData};
 
-use super::{AllArgs, AppCtx};
+use crate::extract::AllArgs;
+use crate::server::SetupError;
+use crate::{AckSender, Io, NodeContext, SocketRef};
 
 /// The namespaces this profile serves.
 pub const NAMESPACES: [&str; 2] = ["/", "/custom"];
 
-/// The connect handler of each of [`NAMESPACES`].
-pub fn connect_handler<A: Adapter>(
-    ctx: Arc<AppCtx>,
-) -> impl Fn(SocketRef<A>, TryData<rmpv::Value>) -> Ready<()> + Clone + Send + Sync + 'static {
-    move |socket: SocketRef<A>, TryData(auth): TryData<rmpv::Value>| {
-        on_connect(socket, auth.ok(), ctx.clone());
-        ready(())
+/// Register the conformance handlers on each of [`NAMESPACES`].
+pub async fn register(io: Io, ctx: NodeContext) -> Result<(), SetupError> {
+    for ns in NAMESPACES {
+        let ctx = ctx.clone();
+        io.ns(
+            ns,
+            move |socket: SocketRef, TryData(auth): TryData<rmpv::Value>| {
+                on_connect(socket, auth.ok(), ctx.clone());
+                ready(())
+            },
+        )
+        .await?;
     }
+    Ok(())
 }
 
-fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<rmpv::Value>, ctx: Arc<AppCtx>) {
-    ctx.on_socket_connected(&socket);
+fn on_connect(socket: SocketRef, auth: Option<rmpv::Value>, ctx: NodeContext) {
     let auth = auth.unwrap_or_else(|| rmpv::Value::Map(Vec::new()));
     let _ = socket.emit("auth", &auth);
 
     let c = ctx.clone();
-    socket.on(
-        "message",
-        move |s: SocketRef<A>, Data(args): Data<AllArgs>| {
-            let start = Instant::now();
-            let _ = s.emit("message-back", &args);
-            c.observe("message", start);
-            ready(())
-        },
-    );
+    socket.on("message", move |s: SocketRef, Data(args): Data<AllArgs>| {
+        let start = Instant::now();
+        let _ = s.emit("message-back", &args);
+        c.observe("message", start);
+        ready(())
+    });
 
     let c = ctx.clone();
     socket.on(
         "message-with-ack",
-        move |Data(args): Data<AllArgs>, ack: AckSender<A>| {
+        move |Data(args): Data<AllArgs>, ack: AckSender| {
             let start = Instant::now();
             let _ = ack.send(&args);
             c.observe("message-with-ack", start);
@@ -62,7 +64,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<rmpv::Value>, ctx: 
     let c = ctx;
     socket.on(
         "emit-with-ack",
-        move |s: SocketRef<A>, Data(args): Data<AllArgs>| {
+        move |s: SocketRef, Data(args): Data<AllArgs>| {
             let c = c.clone();
             async move {
                 let start = Instant::now();

@@ -12,16 +12,15 @@
 //!
 //! Every socket also joins the room named by its own id, so `io.to(sid)` reaches it from any node.
 
-use std::future::{Ready, ready};
-use std::sync::Arc;
+use std::future::ready;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
-use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Data, Event, SocketRef, TryData};
+use socketioxide::extract::TryData;
 
-use super::{AckRequested, AppCtx};
+use crate::extract::Reply;
+use crate::server::SetupError;
+use crate::{AckSender, Io, NodeContext, SocketRef};
 
 /// The longest room name accepted (longer ones are ignored and counted as invalid).
 pub const MAX_ROOM_LEN: usize = 256;
@@ -54,18 +53,20 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The connect handler of the chat namespace `/`: `io.ns("/", chat::connect_handler(ctx))`.
-pub fn connect_handler<A: Adapter>(
-    ctx: Arc<AppCtx>,
-) -> impl Fn(SocketRef<A>, TryData<Value>) -> Ready<()> + Clone + Send + Sync + 'static {
-    move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
-        on_connect(socket, auth.ok(), ctx.clone());
-        ready(())
-    }
+/// Register the chat application on namespace `/`.
+pub async fn register(io: Io, ctx: NodeContext) -> Result<(), SetupError> {
+    io.ns(
+        "/",
+        move |socket: SocketRef, TryData(auth): TryData<Value>| {
+            on_connect(socket, auth.ok(), ctx.clone());
+            ready(())
+        },
+    )
+    .await?;
+    Ok(())
 }
 
-fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, ctx: Arc<AppCtx>) {
-    ctx.on_socket_connected(&socket);
+fn on_connect(socket: SocketRef, auth: Option<Value>, ctx: NodeContext) {
     socket.join(socket.id.to_string());
     let room = auth
         .as_ref()
@@ -79,7 +80,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, ctx: Arc<Ap
     let c = ctx.clone();
     socket.on(
         "chat:message",
-        move |io: SocketIo<A>, TryData(data): TryData<Value>| {
+        move |io: Io, TryData(data): TryData<Value>| {
             let c = c.clone();
             async move {
                 let start = Instant::now();
@@ -95,7 +96,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, ctx: Arc<Ap
     let c = ctx.clone();
     socket.on(
         "room:message",
-        move |io: SocketIo<A>, TryData(data): TryData<Value>| {
+        move |io: Io, TryData(data): TryData<Value>| {
             let c = c.clone();
             async move {
                 let start = Instant::now();
@@ -120,17 +121,9 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, ctx: Arc<Ap
     let c = ctx.clone();
     socket.on(
         "echo",
-        move |s: SocketRef<A>,
-              TryData(data): TryData<Value>,
-              ack: AckSender<A>,
-              AckRequested(wants_ack): AckRequested| {
+        move |TryData(data): TryData<Value>, reply: Reply| {
             let start = Instant::now();
-            let data = data.unwrap_or(Value::Null);
-            let _ = if wants_ack {
-                ack.send(&data)
-            } else {
-                s.emit("echo", &data)
-            };
+            let _ = reply.send("echo", &data.unwrap_or(Value::Null));
             c.observe("echo", start);
             ready(())
         },
@@ -139,21 +132,14 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, ctx: Arc<Ap
     let c = ctx.clone();
     socket.on(
         "ping:ts",
-        move |s: SocketRef<A>,
-              TryData(ts): TryData<Value>,
-              ack: AckSender<A>,
-              AckRequested(wants_ack): AckRequested| {
+        move |TryData(ts): TryData<Value>, reply: Reply| {
             let start = Instant::now();
-            let reply = json!({
+            let answer = json!({
                 "ts": ts.unwrap_or(Value::Null),
                 "serverTs": now_ms(),
-                "node": &*c.node_id,
+                "node": c.node_id(),
             });
-            let _ = if wants_ack {
-                ack.send(&reply)
-            } else {
-                s.emit("pong:ts", &reply)
-            };
+            let _ = reply.send("pong:ts", &answer);
             c.observe("ping:ts", start);
             ready(())
         },
@@ -163,7 +149,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, ctx: Arc<Ap
         let c = ctx.clone();
         socket.on(
             event,
-            move |s: SocketRef<A>, TryData(room): TryData<Value>, ack: AckSender<A>| {
+            move |s: SocketRef, TryData(room): TryData<Value>, ack: AckSender| {
                 let start = Instant::now();
                 match room.ok().as_ref().and_then(room_name) {
                     Some(room) => {
@@ -186,19 +172,11 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, ctx: Arc<Ap
     }
 
     let c = ctx.clone();
-    socket.on("whoami", move |s: SocketRef<A>, ack: AckSender<A>| {
+    socket.on("whoami", move |s: SocketRef, ack: AckSender| {
         let start = Instant::now();
         let rooms: Vec<String> = s.rooms().into_iter().map(|r| r.to_string()).collect();
-        let _ = ack.send(&json!({ "node": &*c.node_id, "sid": s.id.to_string(), "rooms": rooms }));
+        let _ = ack.send(&json!({ "node": c.node_id(), "sid": s.id.to_string(), "rooms": rooms }));
         c.observe("whoami", start);
-        ready(())
-    });
-
-    let c = ctx;
-    socket.on_fallback(move |Event(event): Event, Data(_): Data<Value>| {
-        let start = Instant::now();
-        tracing::trace!(event, "unknown event");
-        c.observe("other", start);
         ready(())
     });
 }
