@@ -377,12 +377,18 @@ pub struct Shutdown {
     /// On SIGTERM, how long live sessions may continue before they are closed.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// After shutdown starts, how long an idle keep-alive client connection stays open for its
+    /// next request (answered with `Connection: close`) before it is closed. `0s` closes idle
+    /// connections at once, which fails a request a client sends on one at that moment.
+    #[serde(with = "humantime_serde")]
+    pub idle_wait: Duration,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
         Self {
             grace: Duration::from_secs(30),
+            idle_wait: Duration::from_secs(30),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -28,6 +29,9 @@ pub struct Control {
     pub handover_listener: std::sync::Mutex<Option<std::os::unix::net::UnixListener>>,
     /// pingora's execution phases: `SIGQUIT` starts the sid-table handover.
     pub phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+    /// Idle client connections the proxy keeps open after shutdown started, waiting for their
+    /// next request (`shutdown.idle_wait`, the vendored pingora-proxy's count).
+    pub parked_idle: Arc<AtomicUsize>,
 }
 
 /// Send the sid table when pingora starts handing the listeners to a new process.
@@ -39,8 +43,10 @@ async fn hand_over_on_upgrade(
     loop {
         match phases.recv().await {
             Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
-                // pingora keeps serving for 5 s, then drops idle keep-alive connections: until
-                // then every response says `Connection: close`, so no client request races that.
+                // pingora keeps serving for 5 s, then starts its shutdown. From now on every
+                // response says `Connection: close`; a connection idle when the shutdown starts
+                // waits `shutdown.idle_wait` for its next request (the vendored pingora-proxy),
+                // so no client request races a close.
                 lb.start_closing();
                 handover::send(lb, path).await;
                 return;
@@ -82,6 +88,8 @@ impl BackgroundService for Control {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_sweep = Instant::now();
         let mut shutting_down = false;
+        // Ticks in a row with nothing left to wait for (see the exit below).
+        let mut quiet_ticks = 0u32;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -100,9 +108,20 @@ impl BackgroundService for Control {
                 last_sweep = Instant::now();
             }
             refresh_gauges(&self.lb);
-            if shutting_down && self.lb.conns.total() == 0 {
-                tracing::info!("no live connections left; exiting");
-                std::process::exit(0);
+            // A parked connection whose request arrives stops being parked a moment before the
+            // request takes its connection slot: two quiet ticks in a row (250 ms apart) rule
+            // that moment out.
+            if shutting_down
+                && self.lb.conns.total() == 0
+                && self.parked_idle.load(Ordering::Acquire) == 0
+            {
+                quiet_ticks += 1;
+                if quiet_ticks >= 2 {
+                    tracing::info!("no live or idle client connections left; exiting");
+                    std::process::exit(0);
+                }
+            } else {
+                quiet_ticks = 0;
             }
         }
     }
@@ -177,9 +196,10 @@ pub fn apply(lb: &Lb, new: LbConfig) -> Result<(), crate::backends::BadAddress> 
     if old.listeners != new.listeners
         || old.admin.listen != new.admin.listen
         || old.threads != new.threads
+        || old.shutdown != new.shutdown
     {
         tracing::warn!(
-            "listeners, admin.listen and threads change only on restart or binary upgrade; keeping the old ones"
+            "listeners, admin.listen, threads and shutdown change only on restart or binary upgrade; keeping the old ones"
         );
     }
     let applied = lb

@@ -157,6 +157,16 @@ fn main() -> ExitCode {
     for l in &cfg.listeners {
         proxy.add_tcp(&l.address);
     }
+    let parked_idle = match proxy.app_logic_mut() {
+        Some(app) => {
+            app.set_shutdown_idle_wait(cfg.shutdown.idle_wait);
+            app.parked_idle_connections()
+        }
+        None => {
+            eprintln!("the proxy service has no HTTP application");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut admin = Service::new(
         "iogate-lb admin".to_string(),
         HttpServer::new_app(Admin(lb.clone())),
@@ -170,6 +180,7 @@ fn main() -> ExitCode {
             handover_path,
             handover_listener: std::sync::Mutex::new(handover_listener),
             phases: std::sync::Mutex::new(Some(phases)),
+            parked_idle,
         },
     );
     server.add_service(proxy);

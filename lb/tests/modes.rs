@@ -1,9 +1,11 @@
-//! Stickiness and balancing modes, the admin API, request limits, forwarded headers, shutdown,
-//! and an idle WebSocket kept open past pingora's 60 s default.
+//! Stickiness and balancing modes, the admin API, request limits, forwarded headers, shutdown
+//! (live sessions, idle keep-alive connections), and an idle WebSocket kept open past pingora's 60 s default.
 
 use std::time::{Duration, Instant};
 
-use iogate_testkit::{Fleet, Lb, Node, free_port, http_get, http_raw, lb_yaml, wait_for};
+use iogate_testkit::{
+    Fleet, Lb, Node, free_port, http_exchange, http_get, http_raw, lb_yaml, wait_for,
+};
 use serde_json::json;
 
 fn handshake(port: u16, extra_headers: &str, query: &str) -> String {
@@ -233,6 +235,61 @@ fn sigterm_keeps_live_sessions_for_the_grace_then_exits() {
         lb.try_wait()
     });
     assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+/// An idle keep-alive connection when shutdown starts stays open for its next request, which is
+/// answered with `Connection: close`, and the process exits once it closes. Closed at once
+/// instead (pingora's default, `shutdown.idle_wait: 0s`), a request a client sends on it right
+/// then fails with no answer: this is what lost polling sessions on binary upgrades.
+fn idle_connection_at_shutdown(idle_wait: &str) -> (String, Duration) {
+    let a = Node::start("k1", &["--redis-url", "none"]);
+    let (port, admin) = (free_port(), free_port());
+    let extra = format!("shutdown:\n  grace: 20s\n  idle_wait: {idle_wait}\n");
+    let mut lb = Lb::start(
+        port,
+        admin,
+        &lb_yaml(port, admin, &[("k1", a.port)], &extra),
+        true,
+    );
+    let handshake = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the LB");
+    let first = http_exchange(&mut conn, handshake);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(first.contains("0{\"sid\""), "{first}");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
+    );
+    // The connection is idle now. SIGTERM closes the listener at once.
+    lb.signal("TERM");
+    wait_for(Duration::from_secs(5), "listener closed", || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
+    let t = Instant::now();
+    let second = http_exchange(&mut conn, handshake);
+    wait_for(Duration::from_secs(10), "LB exit", || lb.try_wait());
+    (second, t.elapsed())
+}
+
+#[test]
+fn an_idle_keepalive_connection_gets_its_next_request_answered_during_shutdown() {
+    let _serial = iogate_testkit::heavy();
+    let (second, took) = idle_connection_at_shutdown("30s");
+    eprintln!("request on an idle connection after SIGTERM: {second:?}; exit after {took:?}");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second:?}");
+    assert!(second.contains("0{\"sid\""), "{second}");
+    assert!(
+        second.to_ascii_lowercase().contains("connection: close"),
+        "{second}"
+    );
+    // The process exits once that connection has closed, long before the 20 s grace.
+    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+
+    // With `idle_wait: 0s` the idle connection is dropped when shutdown starts.
+    let (second, _) = idle_connection_at_shutdown("0s");
+    assert_eq!(second, "", "answered on a connection closed at shutdown");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Plain HTTP/1.1 over a fresh TCP connection: GET, POST, raw.
+//! Plain HTTP/1.1 over a fresh TCP connection (GET, POST, raw) or an open one (exchange).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -39,8 +39,16 @@ pub fn http_raw(port: u16, request: &str) -> String {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
+    http_exchange(&mut s, request)
+}
+
+/// Send a raw HTTP request on an open connection (a keep-alive one, say) and return the raw
+/// response as [`http_raw`] does; empty when the connection fails before any byte came back.
+pub fn http_exchange(s: &mut TcpStream, request: &str) -> String {
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.write_all(request.as_bytes());
+    if s.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     loop {

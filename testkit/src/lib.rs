@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use fleet::Fleet;
 pub use haproxy::Haproxy;
-pub use http::{http_get, http_post, http_raw};
+pub use http::{http_exchange, http_get, http_post, http_raw};
 pub use lb::{Lb, lb_yaml};
 pub use loadtest::{Loadtest, accounting};
 pub use metrics::metric_value;

@@ -175,6 +175,22 @@ impl ShardedNotify {
     }
 }
 
+/// iogate patch: counts a connection as parked while it lives.
+struct ParkedIdle<'a>(&'a AtomicUsize);
+
+impl<'a> ParkedIdle<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        ParkedIdle(count)
+    }
+}
+
+impl Drop for ParkedIdle<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The concrete type that holds the user defined HTTP proxy.
 ///
 /// Users don't need to interact with this object directly.
@@ -193,6 +209,9 @@ where
     pub upstream_modules: HttpModules,
     max_retries: usize,
     process_custom_session: Option<ProcessCustomSession<SV, C>>,
+    // iogate patch: idle keep-alive connections at shutdown (see `set_shutdown_idle_wait`).
+    shutdown_idle_wait: Duration,
+    parked_idle: Arc<AtomicUsize>,
 }
 
 impl<SV> HttpProxy<SV, ()> {
@@ -229,6 +248,8 @@ impl<SV> HttpProxy<SV, ()> {
             upstream_modules: HttpModules::new(),
             max_retries: conf.max_retries,
             process_custom_session: None,
+            shutdown_idle_wait: Duration::ZERO,
+            parked_idle: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -265,6 +286,8 @@ where
             max_retries: conf.max_retries,
             process_custom_session: on_custom,
             h2_options: None,
+            shutdown_idle_wait: Duration::ZERO,
+            parked_idle: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -295,6 +318,19 @@ where
             .init_downstream_modules(&mut self.downstream_modules);
         #[cfg(feature = "upstream_modules")]
         self.inner.init_upstream_modules(&mut self.upstream_modules);
+    }
+
+    /// iogate patch: when shutdown starts, keep each idle keep-alive client connection open for
+    /// up to `wait` for its next request (served with `Connection: close`) instead of closing it
+    /// at once. `Duration::ZERO` (the default) keeps pingora's behaviour.
+    pub fn set_shutdown_idle_wait(&mut self, wait: Duration) {
+        self.shutdown_idle_wait = wait;
+    }
+
+    /// iogate patch: how many idle connections are waiting for their next request after shutdown
+    /// started (see [`Self::set_shutdown_idle_wait`]).
+    pub fn parked_idle_connections(&self) -> Arc<AtomicUsize> {
+        self.parked_idle.clone()
     }
 
     /// Resolve when `http_cleanup()` has been called.
@@ -329,12 +365,27 @@ where
     {
         // phase 1 read request header
 
-        let res = tokio::select! {
-            biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
-            _ = self.await_shutdown() => {
-                // service shutting down, dropping the connection to stop more req from coming in
-                return None;
+        // iogate patch: a connection parked here (idle keep-alive) when shutdown starts keeps
+        // waiting, for up to `shutdown_idle_wait`, for its next request, which is served with
+        // `Connection: close`. Dropping it at once races a client that is sending on it right
+        // then: that request fails without an answer (HAProxy's `idle-close-on-response`).
+        let res = {
+            let read = downstream_session.read_request();
+            tokio::pin!(read);
+            tokio::select! {
+                biased; // biased select is cheaper, and we don't want to drop already buffered requests
+                res = &mut read => { res }
+                _ = self.await_shutdown() => {
+                    if self.shutdown_idle_wait.is_zero() {
+                        // service shutting down, dropping the connection to stop more req from coming in
+                        return None;
+                    }
+                    let _parked = ParkedIdle::new(&self.parked_idle);
+                    match tokio::time::timeout(self.shutdown_idle_wait, &mut read).await {
+                        Ok(res) => res,
+                        Err(_) => return None,
+                    }
+                }
             }
         };
         match res {
