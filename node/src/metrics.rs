@@ -67,7 +67,12 @@ pub struct NodeMetrics {
     pub recovery_late: IntCounter,
     /// Local sockets a tracked packet could not be queued to (closed, or queue full).
     pub recovery_delivery_errors: IntCounter,
+    /// Cluster-wide requests that not every other node answered in time, by request.
+    pub cluster_incomplete: IntCounterVec,
 }
+
+/// Every `request` label of `iogate_node_cluster_incomplete_total`.
+pub const CLUSTER_REQUESTS: &[&str] = &["fetch_sockets", "rooms", "join", "leave", "disconnect"];
 
 /// Every `result` label of `iogate_node_recovery_attempts_total`.
 pub const RECOVERY_RESULTS: &[&str] = &[
@@ -200,6 +205,12 @@ impl NodeMetrics {
                 "iogate_node_recovery_delivery_errors_total",
                 "Local sockets a tracked packet could not be queued to.",
             )?,
+            cluster_incomplete: m::counter_vec(
+                &r,
+                "iogate_node_cluster_incomplete_total",
+                "Cluster-wide requests (fetch_sockets, rooms, join, leave, disconnect) that not every other node answered within redis.request_timeout; the caller got an error.",
+                &["request"],
+            )?,
             registry: r,
         };
         // Make the label values visible at zero from the start.
@@ -211,6 +222,9 @@ impl NodeMetrics {
         }
         for result in RECOVERY_RESULTS {
             metrics.recovery_attempts.with_label_values(&[*result]);
+        }
+        for request in CLUSTER_REQUESTS {
+            metrics.cluster_incomplete.with_label_values(&[*request]);
         }
         for reason in UNTRACKED_REASONS {
             metrics.recovery_untracked.with_label_values(&[*reason]);

@@ -206,10 +206,14 @@ impl BoundNode {
                 Arc::new(BusStatus::new(BusState::Disabled)),
             )
         };
+        let incomplete = metrics.cluster_incomplete.clone();
         let adapter_cfg = RedisAdapterConfig::new()
             .with_prefix(cfg.redis.key_prefix.clone())
             .with_request_timeout(cfg.redis.request_timeout)
-            .with_stream_buffer(cfg.redis.queue_size);
+            .with_stream_buffer(cfg.redis.queue_size)
+            .with_on_incomplete(move |request| {
+                incomplete.with_label_values(&[request]).inc();
+            });
         let recovery = if cfg.recovery.enabled {
             Some(start_recovery(&cfg, metrics.clone(), stop_rx)?)
         } else {

@@ -187,6 +187,22 @@ pub enum Error<R: Driver> {
     /// Packet decoding error
     #[error("packet decoding error: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    /// iogate patch: not every other node answered a request in time. The node's own part was
+    /// done; what the other nodes that answered sent is dropped rather than returned as if it
+    /// were everything.
+    #[error(
+        "{request}: only {answered} of {expected} other nodes answered within {timeout:?} (a node is slow, paused or partitioned from Redis)"
+    )]
+    Incomplete {
+        /// The request: `fetch_sockets`, `rooms`, `join`, `leave` or `disconnect`.
+        request: &'static str,
+        /// Other nodes subscribed when the request was sent.
+        expected: usize,
+        /// Other nodes that answered in time.
+        answered: usize,
+        /// How long they were waited for (`request_timeout`).
+        timeout: Duration,
+    },
 }
 
 impl<R: Driver> Error<R> {
@@ -200,6 +216,7 @@ impl<R: Driver> fmt::Debug for Error<R> {
             Self::Driver(err) => write!(f, "Driver error: {err:?}"),
             Self::Decode(err) => write!(f, "Decode error: {err:?}"),
             Self::Encode(err) => write!(f, "Encode error: {err:?}"),
+            Self::Incomplete { .. } => write!(f, "{self}"),
         }
     }
 }
@@ -230,6 +247,20 @@ pub struct RedisAdapterConfig {
     ///
     /// If your server is under heavy load, you might want to increase this value.
     pub stream_buffer: usize,
+
+    /// iogate patch: called with the request's name (see [`Error::Incomplete`]) each time a
+    /// request to the other nodes ends without every answer.
+    pub on_incomplete: Option<IncompleteHook>,
+}
+
+/// iogate patch: see [`RedisAdapterConfig::on_incomplete`].
+#[derive(Clone)]
+pub struct IncompleteHook(pub Arc<dyn Fn(&'static str) + Send + Sync>);
+
+impl fmt::Debug for IncompleteHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IncompleteHook")
+    }
 }
 impl RedisAdapterConfig {
     /// Create a new config.
@@ -266,6 +297,12 @@ impl RedisAdapterConfig {
         self.stream_buffer = buffer;
         self
     }
+
+    /// iogate patch: see [`RedisAdapterConfig::on_incomplete`].
+    pub fn with_on_incomplete(mut self, hook: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
+        self.on_incomplete = Some(IncompleteHook(Arc::new(hook)));
+        self
+    }
 }
 
 impl Default for RedisAdapterConfig {
@@ -275,6 +312,7 @@ impl Default for RedisAdapterConfig {
             prefix: Cow::Borrowed("socket.io"),
             ack_response_buffer: 255,
             stream_buffer: 1024,
+            on_incomplete: None,
         }
     }
 }
@@ -545,16 +583,26 @@ impl<E: SocketEmitter, R: Driver> CoreAdapter<E> for CustomRedisAdapter<E, R> {
     }
 
     async fn disconnect_socket(&self, opts: BroadcastOptions) -> Result<(), BroadcastError> {
-        if !opts.is_local(self.uid) {
-            let req = RequestOut::new(self.uid, RequestTypeOut::DisconnectSockets, &opts);
-            self.send_req(req, opts.server_id)
-                .await
-                .map_err(AdapterError::from)?;
+        if opts.is_local(self.uid) {
+            return self
+                .local
+                .disconnect_socket(opts)
+                .map_err(BroadcastError::Socket);
         }
-        self.local
-            .disconnect_socket(opts)
-            .map_err(BroadcastError::Socket)?;
-
+        // iogate patch: every other node confirms; a missing confirmation is an error
+        let req = RequestOut::new(self.uid, RequestTypeOut::DisconnectSockets, &opts);
+        let (confirmed, expected) = self
+            .get_res::<()>(req.id, ResponseTypeId::Applied, opts.server_id)
+            .await
+            .map_err(AdapterError::from)?;
+        self.send_req(req, opts.server_id)
+            .await
+            .map_err(AdapterError::from)?;
+        let local = self.local.disconnect_socket(opts);
+        let answered = confirmed.count().await;
+        local.map_err(BroadcastError::Socket)?;
+        self.check_complete("disconnect", expected, answered)
+            .map_err(AdapterError::from)?;
         Ok(())
     }
 
@@ -567,18 +615,21 @@ impl<E: SocketEmitter, R: Driver> CoreAdapter<E> for CustomRedisAdapter<E, R> {
 
         // First get the remote stream because redis might send
         // the responses before subscription is done.
-        let stream = self
+        let (stream, expected) = self
             .get_res::<()>(req_id, ResponseTypeId::AllRooms, opts.server_id)
             .await?;
         self.send_req(req, opts.server_id).await?;
         let local = self.local.rooms(opts);
-        let rooms = stream
-            .filter_map(|item| future::ready(item.into_rooms()))
-            .fold(local, async |mut acc, item| {
-                acc.extend(item);
-                acc
+        // iogate patch: count the answers; fewer than expected is an error, not a partial list
+        let (rooms, answered) = stream
+            .fold((local, 0usize), async |(mut acc, n), item| {
+                if let Some(rooms) = item.into_rooms() {
+                    acc.extend(rooms);
+                }
+                (acc, n + 1)
             })
             .await;
+        self.check_complete("rooms", expected, answered)?;
         Ok(Vec::from_iter(rooms))
     }
 
@@ -588,12 +639,19 @@ impl<E: SocketEmitter, R: Driver> CoreAdapter<E> for CustomRedisAdapter<E, R> {
         rooms: impl RoomParam,
     ) -> Result<(), Self::Error> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        if !opts.is_local(self.uid) {
-            let req = RequestOut::new(self.uid, RequestTypeOut::AddSockets(&rooms), &opts);
-            self.send_req(req, opts.server_id).await?;
+        if opts.is_local(self.uid) {
+            self.local.add_sockets(opts, rooms);
+            return Ok(());
         }
+        // iogate patch: every other node confirms; a missing confirmation is an error
+        let req = RequestOut::new(self.uid, RequestTypeOut::AddSockets(&rooms), &opts);
+        let (confirmed, expected) = self
+            .get_res::<()>(req.id, ResponseTypeId::Applied, opts.server_id)
+            .await?;
+        self.send_req(req, opts.server_id).await?;
         self.local.add_sockets(opts, rooms);
-        Ok(())
+        let answered = confirmed.count().await;
+        self.check_complete("join", expected, answered)
     }
 
     async fn del_sockets(
@@ -602,12 +660,19 @@ impl<E: SocketEmitter, R: Driver> CoreAdapter<E> for CustomRedisAdapter<E, R> {
         rooms: impl RoomParam,
     ) -> Result<(), Self::Error> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        if !opts.is_local(self.uid) {
-            let req = RequestOut::new(self.uid, RequestTypeOut::DelSockets(&rooms), &opts);
-            self.send_req(req, opts.server_id).await?;
+        if opts.is_local(self.uid) {
+            self.local.del_sockets(opts, rooms);
+            return Ok(());
         }
+        // iogate patch: every other node confirms; a missing confirmation is an error
+        let req = RequestOut::new(self.uid, RequestTypeOut::DelSockets(&rooms), &opts);
+        let (confirmed, expected) = self
+            .get_res::<()>(req.id, ResponseTypeId::Applied, opts.server_id)
+            .await?;
+        self.send_req(req, opts.server_id).await?;
         self.local.del_sockets(opts, rooms);
-        Ok(())
+        let answered = confirmed.count().await;
+        self.check_complete("leave", expected, answered)
     }
 
     async fn fetch_sockets(
@@ -621,19 +686,22 @@ impl<E: SocketEmitter, R: Driver> CoreAdapter<E> for CustomRedisAdapter<E, R> {
         let req_id = req.id;
         // First get the remote stream because redis might send
         // the responses before subscription is done.
-        let remote = self
+        let (remote, expected) = self
             .get_res::<RemoteSocketData>(req_id, ResponseTypeId::FetchSockets, opts.server_id)
             .await?;
 
         self.send_req(req, opts.server_id).await?;
         let local = self.local.fetch_sockets(opts);
-        let sockets = remote
-            .filter_map(|item| future::ready(item.into_fetch_sockets()))
-            .fold(local, async |mut acc, item| {
-                acc.extend(item);
-                acc
+        // iogate patch: count the answers; fewer than expected is an error, not a partial list
+        let (sockets, answered) = remote
+            .fold((local, 0usize), async |(mut acc, n), item| {
+                if let Some(sockets) = item.into_fetch_sockets() {
+                    acc.extend(sockets);
+                }
+                (acc, n + 1)
             })
             .await;
+        self.check_complete("fetch_sockets", expected, answered)?;
         Ok(sockets)
     }
 
@@ -756,7 +824,7 @@ impl<E: SocketEmitter, R: Driver> CustomRedisAdapter<E, R> {
         req_id: Sid,
         response_type: ResponseTypeId,
         target_uid: Option<Uid>,
-    ) -> Result<impl Stream<Item = Response<D>>, Error<R>> {
+    ) -> Result<(impl Stream<Item = Response<D>>, usize), Error<R>> {
         // Check for specific target node
         let remote_serv_cnt = if target_uid.is_none() {
             self.server_count().await?.saturating_sub(1) as usize
@@ -774,14 +842,39 @@ impl<E: SocketEmitter, R: Driver> CustomRedisAdapter<E, R> {
             };
             future::ready(data)
         });
-        Ok(wait_responses(
-            stream,
-            self.responses.clone(),
-            req_id,
-            response_type,
+        // iogate patch: the number of answers expected goes back to the caller
+        Ok((
+            wait_responses(
+                stream,
+                self.responses.clone(),
+                req_id,
+                response_type,
+                remote_serv_cnt,
+                self.config.request_timeout,
+            ),
             remote_serv_cnt,
-            self.config.request_timeout,
         ))
+    }
+
+    /// iogate patch: an error when fewer other nodes answered than were expected to.
+    fn check_complete(
+        &self,
+        request: &'static str,
+        expected: usize,
+        answered: usize,
+    ) -> Result<(), Error<R>> {
+        if answered >= expected {
+            return Ok(());
+        }
+        if let Some(hook) = &self.config.on_incomplete {
+            (hook.0)(request);
+        }
+        Err(Error::Incomplete {
+            request,
+            expected,
+            answered,
+            timeout: self.config.request_timeout,
+        })
     }
 
     /// Little wrapper to map the error type.

@@ -451,6 +451,10 @@ impl SocketEmitter for Emitter {
     fn path(&self) -> &Str {
         &self.path
     }
+    // iogate patch: an ack another node announced but did not send in time
+    fn remote_ack_timeout() -> crate::AckError {
+        crate::AckError::Timeout
+    }
     fn ack_timeout(&self) -> Duration {
         self.ack_timeout
     }

@@ -230,6 +230,9 @@ pub trait SocketEmitter: Send + Sync + 'static {
     fn disconnect_many(&self, sids: Vec<Sid>) -> Result<(), Vec<SocketError>>;
     /// Get the path of the namespace.
     fn path(&self) -> &Str;
+    /// iogate patch: the error reported for an acknowledgement another node announced, or a
+    /// node that announced none, when the wait for it is over.
+    fn remote_ack_timeout() -> Self::AckError;
     /// Get the parser of the namespace.
     fn parser(&self) -> impl Parse;
     /// Get the unique server id.
@@ -890,6 +893,9 @@ pub(crate) mod test {
 
         fn path(&self) -> &Str {
             &self.path
+        }
+        fn remote_ack_timeout() -> StubError {
+            StubError
         }
         fn parser(&self) -> impl Parse {
             crate::parser::test::StubParser

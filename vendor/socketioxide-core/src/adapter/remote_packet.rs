@@ -236,6 +236,8 @@ pub enum ResponseTypeId {
     AllRooms = 2,
     /// Fetch the sockets matching the broadcast options on the server.
     FetchSockets = 3,
+    /// iogate patch: a join, leave or disconnect request was applied on the server.
+    Applied = 4,
 }
 impl<D> From<&ResponseType<D>> for ResponseTypeId {
     fn from(r#type: &ResponseType<D>) -> Self {
@@ -244,6 +246,7 @@ impl<D> From<&ResponseType<D>> for ResponseTypeId {
             ResponseType::BroadcastAckCount(_) => Self::BroadcastAckCount,
             ResponseType::AllRooms(_) => Self::AllRooms,
             ResponseType::FetchSockets(_) => Self::FetchSockets,
+            ResponseType::Applied => Self::Applied,
         }
     }
 }
@@ -259,6 +262,9 @@ pub enum ResponseType<D = ()> {
     AllRooms(HashSet<Room>),
     /// Fetch the sockets matching the broadcast options on the server.
     FetchSockets(Vec<D>),
+    /// iogate patch: a join, leave or disconnect request was applied on the server (so the
+    /// requesting node knows which nodes did, and says so when one did not in time).
+    Applied,
 }
 impl<D: Serialize> Serialize for ResponseType<D> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -267,6 +273,7 @@ impl<D: Serialize> Serialize for ResponseType<D> {
             Self::BroadcastAckCount(count) => (1, count).serialize(serializer),
             Self::AllRooms(rooms) => (2, rooms).serialize(serializer),
             Self::FetchSockets(sockets) => (3, sockets).serialize(serializer),
+            Self::Applied => (4, ()).serialize(serializer),
         }
     }
 }
@@ -291,6 +298,10 @@ impl<'de, D: Deserialize<'de>> Deserialize<'de> for ResponseType<D> {
                     1 => ResponseType::BroadcastAckCount(deser(&mut seq)?),
                     2 => ResponseType::AllRooms(deser(&mut seq)?),
                     3 => ResponseType::FetchSockets(deser(&mut seq)?),
+                    4 => {
+                        deser::<(), _>(&mut seq)?;
+                        ResponseType::Applied
+                    }
                     _ => return Err(serde::de::Error::custom("invalid response type")),
                 };
                 Ok(el)

@@ -73,10 +73,20 @@ pub trait RemoteRequestHandler<E: SocketEmitter>: Send + Sync + 'static {
                     self.clone()
                         .recv_broadcast_with_ack(node_id, id, p, opts, ack_timeout)
                 }
-                RequestTypeIn::DisconnectSockets => self.recv_disconnect_sockets(opts),
+                // iogate patch: joins, leaves and disconnects are confirmed to the requester.
+                RequestTypeIn::DisconnectSockets => {
+                    self.recv_disconnect_sockets(opts);
+                    self.send_applied(node_id, id);
+                }
                 RequestTypeIn::AllRooms => self.recv_rooms(node_id, id, opts),
-                RequestTypeIn::AddSockets(rooms) => self.recv_add_sockets(opts, rooms),
-                RequestTypeIn::DelSockets(rooms) => self.recv_del_sockets(opts, rooms),
+                RequestTypeIn::AddSockets(rooms) => {
+                    self.recv_add_sockets(opts, rooms);
+                    self.send_applied(node_id, id);
+                }
+                RequestTypeIn::DelSockets(rooms) => {
+                    self.recv_del_sockets(opts, rooms);
+                    self.send_applied(node_id, id);
+                }
                 RequestTypeIn::FetchSockets => self.recv_fetch_sockets(node_id, id, opts),
                 RequestTypeIn::Heartbeat | RequestTypeIn::InitHeartbeat => unreachable!(),
             },
@@ -159,6 +169,23 @@ pub trait RemoteRequestHandler<E: SocketEmitter>: Send + Sync + 'static {
                     on_err(err);
                     return;
                 }
+            }
+        });
+    }
+
+    /// iogate patch: tell the requesting node that its join, leave or disconnect request was
+    /// applied here.
+    fn send_applied(&self, origin: Uid, req_id: Sid) {
+        let res = Response {
+            r#type: ResponseType::<()>::Applied,
+            node_id: self.local().server_id(),
+        };
+        let fut = self.send_res(req_id, origin, res);
+        let ns = self.local().path().clone();
+        let uid = self.local().server_id();
+        tokio::spawn(async move {
+            if let Err(err) = fut.await {
+                tracing::warn!(?uid, ?ns, "remote request confirmation: {:?}", err);
             }
         });
     }

@@ -142,6 +142,17 @@ where
         loop {
             match projection.remote.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
+                // iogate patch: when the wait is over, every ack another node announced but did
+                // not send, and every node that did not even announce its count, is reported as
+                // a timeout of an unknown socket (`Sid::ZERO`) instead of silently missing.
+                Poll::Ready(None) if *projection.ack_cnt > 0 => {
+                    *projection.ack_cnt -= 1;
+                    return Poll::Ready(Some((Sid::ZERO, Err(E::remote_ack_timeout()))));
+                }
+                Poll::Ready(None) if *projection.serv_cnt > 0 => {
+                    *projection.serv_cnt -= 1;
+                    return Poll::Ready(Some((Sid::ZERO, Err(E::remote_ack_timeout()))));
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Ready(Some(item)) => match (projection.decode)(item) {
                     Ok(Response {
@@ -202,7 +213,9 @@ where
     E::AckError: DeserializeOwned + fmt::Debug,
 {
     fn is_terminated(&self) -> bool {
-        let remote_term = (self.ack_cnt == 0 && self.serv_cnt == 0) || self.remote.is_terminated();
+        // iogate patch: not over while announced acks or nodes are still unaccounted for
+        // (after the timeout they are reported as errors, see `poll_remote`).
+        let remote_term = self.ack_cnt == 0 && self.serv_cnt == 0;
         self.local.is_terminated() && remote_term
     }
 }
@@ -317,6 +330,9 @@ mod tests {
         }
         fn path(&self) -> &Str {
             unreachable!()
+        }
+        fn remote_ack_timeout() -> TestError {
+            TestError
         }
         fn parser(&self) -> impl Parse {
             StubParser
