@@ -1,8 +1,9 @@
 //! Cluster-wide operations when a node is slow or dead: the `cluster` example over three nodes
 //! on a real Redis, one node paused with SIGSTOP, then resumed, then killed with SIGKILL. A
-//! paused node makes every cluster-wide request end after `redis.request_timeout` with an error
-//! that says how many nodes answered (and a counted metric) — never a silent partial answer; a
-//! killed node is simply no longer part of the cluster.
+//! paused node makes every cluster-wide request (fetch, join, disconnect, broadcast with acks,
+//! server-side emit with acks) end after `redis.request_timeout` with an error that says how
+//! many nodes answered (and a counted metric) — never a silent partial answer; a killed node is
+//! simply no longer part of the cluster.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -39,6 +40,11 @@ fn a_paused_node_makes_cluster_requests_fail_loudly_and_a_dead_one_drops_out() {
         );
     }
     assert_eq!(fleet.emit_ack("a#0", "count", json!([]), 10000), json!(6));
+    // A server-side event with acks: every other node's application answers.
+    assert_eq!(
+        fleet.emit_ack("a#0", "census", json!([]), 10000),
+        json!({"nodes": {"self": 2, "c2": 2, "c3": 2}, "error": null})
+    );
 
     // c3 paused: it is still subscribed, so it is expected to answer, and does not.
     nodes[2].signal("STOP");
@@ -73,7 +79,24 @@ fn a_paused_node_makes_cluster_requests_fail_loudly_and_a_dead_one_drops_out() {
         15000,
     );
     assert_eq!(poll, json!({"answers": 3, "failed": 1}));
-    for (request, n) in [("fetch_sockets", 1.0), ("join", 1.0), ("disconnect", 1.0)] {
+    // A server-side event: the answer that came, and an error naming how many did not.
+    let t = Instant::now();
+    let census = fleet.emit_ack("a#0", "census", json!([]), 10000);
+    eprintln!(
+        "server-side emit with a paused node answered in {:?}: {census}",
+        t.elapsed()
+    );
+    assert_eq!(census["nodes"], json!({"self": 2, "c2": 2}), "{census}");
+    assert!(
+        error_of(&census).contains("server_emit: only 1 of 2 other nodes answered within 2s"),
+        "{census}"
+    );
+    for (request, n) in [
+        ("fetch_sockets", 1.0),
+        ("join", 1.0),
+        ("disconnect", 1.0),
+        ("server_emit", 1.0),
+    ] {
         assert_eq!(
             nodes[0].metric(&format!(
                 "iogate_node_cluster_incomplete_total{{request=\"{request}\"}}"
@@ -104,4 +127,9 @@ fn a_paused_node_makes_cluster_requests_fail_loudly_and_a_dead_one_drops_out() {
         15000,
     );
     assert_eq!(poll, json!({"answers": 3, "failed": 0}));
+    assert_eq!(
+        fleet.emit_ack("a#0", "census", json!([]), 10000),
+        json!({"nodes": {"self": 2, "c2": 2}, "error": null})
+    );
+    assert!(nodes[1].metric("iogate_node_server_events_total{direction=\"received\"}") >= 3.0);
 }

@@ -1,5 +1,6 @@
 //! [`NodeContext`]: what a node hands to the application's setup — the node's identity and
-//! configuration, and its metrics registry — cheap to clone into handlers.
+//! configuration, its metrics registry and its server-side events — cheap to clone into
+//! handlers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,6 +8,7 @@ use std::time::Instant;
 use crate::config::NodeConfig;
 use crate::metrics::NodeMetrics;
 use crate::observer::EventLabels;
+use crate::server_events::ServerEvents;
 
 /// The node an application runs on. Clone it into handlers freely (one `Arc`).
 #[derive(Clone)]
@@ -20,6 +22,7 @@ struct Inner {
     config: NodeConfig,
     metrics: NodeMetrics,
     events: Arc<EventLabels>,
+    server_events: ServerEvents,
 }
 
 impl NodeContext {
@@ -29,6 +32,7 @@ impl NodeContext {
         config: NodeConfig,
         metrics: NodeMetrics,
         events: Arc<EventLabels>,
+        server_events: ServerEvents,
     ) -> NodeContext {
         NodeContext {
             inner: Arc::new(Inner {
@@ -37,6 +41,7 @@ impl NodeContext {
                 config,
                 metrics,
                 events,
+                server_events,
             }),
         }
     }
@@ -54,6 +59,12 @@ impl NodeContext {
     /// The node's configuration, after command-line overrides and validation.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    /// Events to and from the applications on the other nodes (socket.io's `serverSideEmit`,
+    /// with acknowledgements): register handlers in the setup, emit from anywhere.
+    pub fn server_events(&self) -> &ServerEvents {
+        &self.inner.server_events
     }
 
     /// The registry served at `GET /metrics`: register the application's own metrics here

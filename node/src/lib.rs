@@ -44,6 +44,8 @@
 //! - [`server`]: [`Node`] (configuration + applications) → [`BoundNode`] → run.
 //! - [`cli`]: the flags and process life every node binary shares.
 //! - [`context`]: [`NodeContext`], what an application's setup and handlers can reach.
+//! - [`server_events`]: events between the applications on different nodes (socket.io's
+//!   `serverSideEmit`, with acknowledgements).
 //! - [`extract`]: extractors beyond socketioxide's.
 //! - [`config`]: the YAML schema, defaults, validation and command-line overrides.
 //! - [`profiles`]: the built-in applications (chat, conformance), on the public API.
@@ -74,11 +76,13 @@ pub mod observer;
 pub mod profiles;
 pub mod recovery;
 pub mod server;
+pub mod server_events;
 
 pub use cli::shutdown_signal;
 pub use config::NodeConfig;
 pub use context::NodeContext;
 pub use server::{BoundNode, Node, NodeAdapter, NodeError, SetupError};
+pub use server_events::{ServerAck, ServerEvent, ServerEventError, ServerEvents};
 pub use socketioxide;
 
 /// The Socket.IO server of a node: `io.ns(...)`, `io.emit(...)`, `io.to(room)...`,

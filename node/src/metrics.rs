@@ -69,10 +69,22 @@ pub struct NodeMetrics {
     pub recovery_delivery_errors: IntCounter,
     /// Cluster-wide requests that not every other node answered in time, by request.
     pub cluster_incomplete: IntCounterVec,
+    /// Server-side events sent, received (with a handler) and received without one.
+    pub server_events: IntCounterVec,
 }
 
 /// Every `request` label of `iogate_node_cluster_incomplete_total`.
-pub const CLUSTER_REQUESTS: &[&str] = &["fetch_sockets", "rooms", "join", "leave", "disconnect"];
+pub const CLUSTER_REQUESTS: &[&str] = &[
+    "fetch_sockets",
+    "rooms",
+    "join",
+    "leave",
+    "disconnect",
+    "server_emit",
+];
+
+/// Every `direction` label of `iogate_node_server_events_total`.
+pub const SERVER_EVENT_DIRECTIONS: &[&str] = &["sent", "received", "unhandled"];
 
 /// Every `result` label of `iogate_node_recovery_attempts_total`.
 pub const RECOVERY_RESULTS: &[&str] = &[
@@ -208,8 +220,14 @@ impl NodeMetrics {
             cluster_incomplete: m::counter_vec(
                 &r,
                 "iogate_node_cluster_incomplete_total",
-                "Cluster-wide requests (fetch_sockets, rooms, join, leave, disconnect) that not every other node answered within redis.request_timeout; the caller got an error.",
+                "Cluster-wide requests (fetch_sockets, rooms, join, leave, disconnect, server_emit) that not every other node answered within redis.request_timeout; the caller got an error.",
                 &["request"],
+            )?,
+            server_events: m::counter_vec(
+                &r,
+                "iogate_node_server_events_total",
+                "Server-side events: sent to the other nodes, received with a handler, received without one.",
+                &["direction"],
             )?,
             registry: r,
         };
@@ -225,6 +243,9 @@ impl NodeMetrics {
         }
         for request in CLUSTER_REQUESTS {
             metrics.cluster_incomplete.with_label_values(&[*request]);
+        }
+        for direction in SERVER_EVENT_DIRECTIONS {
+            metrics.server_events.with_label_values(&[*direction]);
         }
         for reason in UNTRACKED_REASONS {
             metrics.recovery_untracked.with_label_values(&[*reason]);

@@ -30,6 +30,7 @@ use crate::observer::{EventLabels, NodeObserver};
 use crate::recovery::adapter::{RecoveryAdapter, RecoveryState};
 use crate::recovery::store::Store;
 use crate::recovery::{Recovery, Windows};
+use crate::server_events::ServerEvents;
 
 /// The Redis adapter on the node's own bus driver.
 pub type RedisBusAdapter = CustomRedisAdapter<Emitter, BusDriver>;
@@ -185,13 +186,6 @@ impl BoundNode {
             conns: conns.clone(),
             events: events.clone(),
         });
-        let ctx = NodeContext::new(
-            self.node_id.clone(),
-            self.sid_tag.clone(),
-            cfg.clone(),
-            metrics.clone(),
-            events,
-        );
         // Stops the bus supervisor and recovery's tasks when the node is done.
         let (stop_tx, stop_rx) = watch::channel(false);
         let (driver, status) = if cfg.redis.enabled() {
@@ -206,6 +200,23 @@ impl BoundNode {
                 Arc::new(BusStatus::new(BusState::Disabled)),
             )
         };
+        let server_events = ServerEvents::start(
+            driver.clone(),
+            &cfg.redis.key_prefix,
+            &self.node_id,
+            cfg.redis.request_timeout,
+            metrics.clone(),
+            stop_rx.clone(),
+        )
+        .await;
+        let ctx = NodeContext::new(
+            self.node_id.clone(),
+            self.sid_tag.clone(),
+            cfg.clone(),
+            metrics.clone(),
+            events,
+            server_events,
+        );
         let incomplete = metrics.cluster_incomplete.clone();
         let adapter_cfg = RedisAdapterConfig::new()
             .with_prefix(cfg.redis.key_prefix.clone())

@@ -1,7 +1,8 @@
 //! Cluster-wide operations on iogate-node — what socket.io users know as `fetchSockets()`,
-//! `socketsJoin()`/`socketsLeave()`, `disconnectSockets()` and broadcasts with acks. Each one
-//! spans every node of the cluster through Redis, waiting at most `redis.request_timeout` for
-//! the other nodes' answers.
+//! `socketsJoin()`/`socketsLeave()`, `disconnectSockets()`, broadcasts with acks and
+//! `serverSideEmit()` with acks. Each one spans every node of the cluster through Redis, waiting
+//! at most `redis.request_timeout` for the other nodes' answers; a node that does not answer in
+//! time makes it fail with an error that says so.
 //!
 //! | client sends | server does |
 //! |---|---|
@@ -10,6 +11,7 @@
 //! | `poll` ({question, timeoutMs}, ack) | asks every other client `question` (an event with an ack) and acks `{answers, failed}`: how many answered in time, how many did not |
 //! | `kick` (room, ack) | disconnects every socket in `room`, on every node; acks `true` |
 //! | `join` (room, ack) | joins the room; acks `true` |
+//! | `census` (ack) | asks every other node's application (a server-side event) how many clients it holds; acks `{nodes: {id: count}, error?}`, this node included |
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use clap::Parser;
 use futures_util::StreamExt;
 use iogate_node::cli::{self, NodeArgs};
 use iogate_node::socketioxide::extract::Data;
-use iogate_node::{AckSender, Io, Node, SocketRef};
+use iogate_node::{AckSender, Io, Node, ServerEventError, ServerEvents, SocketRef};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -45,8 +47,27 @@ struct Poll {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::run("cluster", &cli.node, cli.node.overrides(), |cfg| {
-        Node::new(cfg).app(|io, _ctx| async move {
-            io.ns("/", on_connect).await?;
+        Node::new(cfg).app(|io, ctx| async move {
+            let events = ctx.server_events().clone();
+            let census = events.clone();
+            io.ns("/", move |s: SocketRef| {
+                let census = census.clone();
+                async move {
+                    on_connect(s.clone()).await;
+                    s.on("census", move |io: Io, ack: AckSender| {
+                        let census = census.clone();
+                        async move {
+                            let _ = ack.send(&take_census(&io, &census).await);
+                        }
+                    });
+                }
+            })
+            .await?;
+            // Another node asks for a census: answer how many clients this node holds.
+            events.on("census", move |_ev| {
+                let io = io.clone();
+                async move { json!(local_clients(&io)) }
+            });
             Ok(())
         })
     })
@@ -89,6 +110,32 @@ async fn on_connect(s: SocketRef) {
             };
         },
     );
+}
+
+fn local_clients(io: &Io) -> usize {
+    io.of("/").map(|ns| ns.sockets().len()).unwrap_or(0)
+}
+
+/// Every node's client count: this node's, and the answers of the others to a server-side
+/// event. A node that did not answer in time is named as missing, not left out.
+async fn take_census(io: &Io, events: &ServerEvents) -> Value {
+    let mut nodes = serde_json::Map::new();
+    nodes.insert("self".into(), json!(local_clients(io)));
+    let (acks, error) = match events.emit_with_ack("census", &()).await {
+        Ok(acks) => (acks, None),
+        Err(e) => {
+            let msg = e.to_string();
+            match e {
+                // The answers that came, and the error that says how many did not.
+                ServerEventError::Incomplete { acks, .. } => (acks, Some(msg)),
+                _ => (Vec::new(), Some(msg)),
+            }
+        }
+    };
+    for a in acks {
+        nodes.insert(a.node, a.data.unwrap_or(Value::Null));
+    }
+    json!({ "nodes": nodes, "error": error })
 }
 
 async fn poll(s: SocketRef, Data(p): Data<Poll>, ack: AckSender) {

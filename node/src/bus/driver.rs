@@ -191,6 +191,54 @@ impl BusDriver {
     pub fn client(&self) -> Option<&Client> {
         self.shared.as_ref().map(|s| &s.client)
     }
+
+    /// Whether this node has a Redis bus at all (`false` for a standalone node).
+    pub fn clustered(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Publish for a caller that must know: how many subscribers got the message, or why none
+    /// did. Unlike `Driver::publish` a failure is returned (and still counted as a drop); a
+    /// standalone node reaches nobody (`Ok(0)`).
+    pub async fn publish_checked(&self, chan: &str, val: Vec<u8>) -> Result<u64, PublishError> {
+        let Some(s) = &self.shared else {
+            return Ok(0);
+        };
+        if s.status.get() != BusState::Up {
+            s.count_drop("bus_down", &"Redis unreachable");
+            return Err(PublishError::BusDown);
+        }
+        match tokio::time::timeout(s.command_timeout, s.client.spublish::<i64, _, _>(chan, val))
+            .await
+        {
+            Ok(Ok(receivers)) => {
+                s.published(chan, receivers);
+                Ok(u64::try_from(receivers).unwrap_or(0))
+            }
+            Ok(Err(e)) => {
+                s.count_drop("error", &e);
+                Err(PublishError::Redis(e.to_string()))
+            }
+            Err(_) => {
+                s.count_drop("timeout", &"SPUBLISH timed out");
+                Err(PublishError::Timeout(s.command_timeout))
+            }
+        }
+    }
+}
+
+/// Why [`BusDriver::publish_checked`] reached no other node.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    /// The bus is not up (Redis unreachable, or reconnecting).
+    #[error("the Redis bus is down")]
+    BusDown,
+    /// SPUBLISH did not answer within `redis.command_timeout`.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error.
+    #[error("Redis: {0}")]
+    Redis(String),
 }
 
 /// Route messages from fred's broadcast stream to the per-channel queues.
