@@ -44,6 +44,7 @@ impl Default for LbConfig {
         Self {
             listeners: vec![Listener {
                 address: "0.0.0.0:8080".into(),
+                read_buffer: default_read_buffer(),
             }],
             admin: AdminConfig::default(),
             upstreams: Vec::new(),
@@ -66,6 +67,15 @@ impl Default for LbConfig {
 pub struct Listener {
     /// `IP:port`.
     pub address: String,
+    /// Bytes of the read buffer pingora puts in front of each client connection (it allocates
+    /// and zero-fills it per connection, for the connection's whole life). `0`: reads go
+    /// straight into the HTTP parser's and the tunnel's own buffers.
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer: usize,
+}
+
+fn default_read_buffer() -> usize {
+    0
 }
 
 /// Admin API listener.
@@ -583,6 +593,7 @@ impl LbConfig {
         let mut cfg = LbConfig {
             listeners: vec![Listener {
                 address: listen.to_string(),
+                read_buffer: default_read_buffer(),
             }],
             upstreams: upstreams
                 .iter()

@@ -14,6 +14,7 @@ use iogate_lb::state::Lb;
 use iogate_lb::{handover, health};
 use iogate_shared::telemetry::{self, LogFormat};
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::background::background_service;
@@ -155,7 +156,10 @@ fn main() -> ExitCode {
         "iogate-lb proxy",
     );
     for l in &cfg.listeners {
-        proxy.add_tcp(&l.address);
+        proxy.add_listener(
+            ListenerConfig::tcp(l.address.clone())
+                .l4_buffer(L4BufferSettings::default().read(l.read_buffer)),
+        );
     }
     let parked_idle = match proxy.app_logic_mut() {
         Some(app) => {
