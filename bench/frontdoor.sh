@@ -68,12 +68,14 @@ worker_rlimit_nofile $FDS;
 events { worker_connections $(( FDS / 2 )); }
 http {
   access_log off;
-  upstream io { least_conn; server 127.0.0.1:$N1; server 127.0.0.1:$N2; }
-  upstream io_n1 { server 127.0.0.1:$N1; }
-  upstream io_n2 { server 127.0.0.1:$N2; }
+  upstream io { least_conn; server 127.0.0.1:$N1; server 127.0.0.1:$N2; keepalive 64; }
+  upstream io_n1 { server 127.0.0.1:$N1; keepalive 64; }
+  upstream io_n2 { server 127.0.0.1:$N2; keepalive 64; }
   map \$cookie_srv \$sticky { n1 io_n1; n2 io_n2; default io; }
   map \$upstream_addr \$backend_name { 127.0.0.1:$N1 n1; 127.0.0.1:$N2 n2; default ""; }
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  # Upstream keepalive as nginx's docs recommend: HTTP/1.1 and no "Connection: close" on
+  # plain requests (an empty value drops the header), "upgrade" on WebSocket handshakes.
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
     listen 127.0.0.1:$PORT;
     location / {
