@@ -1,5 +1,13 @@
 //! The admin API on its own listener (loopback by default; optional bearer token):
 //!
+//! - the token (`admin.token`, `admin.token_file` or `IOGATE_LB_ADMIN_TOKEN`) is compared in
+//!   constant time; a listener reachable from other hosts without one refuses to start (config
+//!   validation);
+//! - a state-changing request (`POST`) sent by a browser — it carries `Origin` or
+//!   `Sec-Fetch-Site` — is refused with 403, token or not: a page the operator visits cannot
+//!   drain backends through a cross-site form or a DNS-rebound name. curl and scripts send
+//!   neither header.
+//!
 //! - `GET /metrics` — Prometheus text from the default registry (the one pingora-prometheus
 //!   serves), gauges refreshed first;
 //! - `GET /api/backends` — JSON: id, address, weight, state (`pending`, `up`, `draining`,
@@ -20,6 +28,11 @@ use crate::state::Lb;
 
 /// The admin HTTP app.
 pub struct Admin(pub Arc<Lb>);
+
+/// Whether `a` equals `b`, in a time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 fn reply(code: u16, ctype: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
@@ -70,16 +83,24 @@ impl ServeHttp for Admin {
         let lb = &self.0;
         let req = session.req_header();
         let cfg = lb.config.load();
-        if let Some(token) = &cfg.admin.token {
+        if let Some(token) = &cfg.admin.effective_token {
             let ok = req
                 .headers
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|t| t == token);
+                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
             if !ok {
                 return json_reply(401, json!({"error": "missing or wrong bearer token"}));
             }
+        }
+        let from_browser = req.headers.contains_key(http::header::ORIGIN)
+            || req.headers.contains_key("sec-fetch-site");
+        if req.method != http::Method::GET && from_browser {
+            return json_reply(
+                403,
+                json!({"error": "state-changing admin requests from a browser are refused"}),
+            );
         }
         let method = req.method.clone();
         let path = req.uri.path().to_string();
@@ -115,5 +136,19 @@ impl ServeHttp for Admin {
                 json!({"error": "not found", "endpoints": ["GET /metrics", "GET /api/backends", "POST /api/backends/{id}/drain", "POST /api/backends/{id}/undrain"]}),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use iogate_shared::config::{self, ConfigError, Problems, Validate};
@@ -86,13 +86,75 @@ pub struct AdminConfig {
     pub listen: String,
     /// When set, every admin request needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// A file holding the token (its first line, trimmed), read at start and at every reload.
+    pub token_file: Option<PathBuf>,
+    /// The token in force: `token`, the first line of `token_file`, or the
+    /// `IOGATE_LB_ADMIN_TOKEN` environment variable (filled in when the config is loaded).
+    #[serde(skip)]
+    pub effective_token: Option<String>,
 }
+
+/// The environment variable the admin token may come from.
+pub const ADMIN_TOKEN_ENV: &str = "IOGATE_LB_ADMIN_TOKEN";
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9100".into(),
             token: None,
+            token_file: None,
+            effective_token: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Why this admin listener must not start: it is reachable from other hosts and there is no
+    /// token.
+    pub fn exposure_problem(&self, has_token: bool) -> Option<String> {
+        let exposed = self
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        (exposed && !has_token).then(|| {
+            format!(
+                "`{}` is reachable from other hosts and the admin API has no token: set \
+                 admin.token_file (or admin.token, or the {ADMIN_TOKEN_ENV} environment variable), \
+                 or listen on a loopback address",
+                self.listen
+            )
+        })
+    }
+
+    /// The token in force, from `token`, `token_file` or [`ADMIN_TOKEN_ENV`] (in that order;
+    /// `token` and `token_file` together are an error, as is an empty or unreadable file).
+    pub fn resolve_token(&self) -> Result<Option<String>, (&'static str, String)> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => Err((
+                "admin.token_file",
+                "set admin.token or admin.token_file, not both".into(),
+            )),
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    (
+                        "admin.token_file",
+                        format!("cannot read `{}`: {e}", path.display()),
+                    )
+                })?;
+                let token = text.lines().next().unwrap_or("").trim().to_string();
+                if token.is_empty() {
+                    return Err((
+                        "admin.token_file",
+                        format!("`{}` holds no token on its first line", path.display()),
+                    ));
+                }
+                Ok(Some(token))
+            }
+            (None, None) => Ok(std::env::var(ADMIN_TOKEN_ENV)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())),
         }
     }
 }
@@ -452,6 +514,14 @@ impl Validate for LbConfig {
                 "must not be empty (remove it to disable auth)",
             );
         }
+        match self.admin.resolve_token() {
+            Err((field, msg)) => p.push(field, msg),
+            Ok(token) => {
+                if let Some(msg) = self.admin.exposure_problem(token.is_some()) {
+                    p.push("admin.listen", msg);
+                }
+            }
+        }
         let mut ids = HashSet::new();
         let mut tags = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
@@ -581,7 +651,25 @@ impl Validate for LbConfig {
 impl LbConfig {
     /// Load and validate a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        config::load_file(path)
+        let mut cfg: LbConfig = config::load_file(path)?;
+        cfg.resolve_admin_token(path)?;
+        Ok(cfg)
+    }
+
+    /// Fill in `admin.effective_token` (validation already read the token's sources; one that
+    /// changed since is an error, never a silently disabled token).
+    fn resolve_admin_token(&mut self, path: &Path) -> Result<(), ConfigError> {
+        match self.admin.resolve_token() {
+            Ok(t) => {
+                self.admin.effective_token = t;
+                Ok(())
+            }
+            Err((field, msg)) => {
+                let mut problems = Problems::default();
+                problems.push(field, msg);
+                config::problems_to_error(problems, "", path)
+            }
+        }
     }
 
     /// The quick form: `--listen ADDR --upstream ADDR... [--admin ADDR]`.
@@ -612,6 +700,7 @@ impl LbConfig {
         let mut problems = Problems::default();
         cfg.validate(&mut problems);
         config::problems_to_error(problems, "", Path::new("<command line>"))?;
+        cfg.resolve_admin_token(Path::new("<command line>"))?;
         Ok(cfg)
     }
 }

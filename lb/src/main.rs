@@ -80,6 +80,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `--admin` may have moved a file's admin listener after its validation.
+    if let Some(msg) = cfg
+        .admin
+        .exposure_problem(cfg.admin.effective_token.is_some())
+    {
+        eprintln!("--admin: {msg}");
+        return ExitCode::from(2);
+    }
     if cli.check {
         println!("configuration is valid");
         return ExitCode::SUCCESS;

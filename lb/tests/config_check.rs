@@ -5,17 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn check(args: &[&str]) -> (i32, String) {
-    let out = Command::new(iogate_testkit::bin("iogate-lb"))
-        .args(args)
-        .arg("--check")
-        .output()
-        .expect("run iogate-lb");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    check_env(args, None)
 }
 
 #[test]
@@ -74,4 +64,97 @@ fn quick_flags_are_validated() {
         text.contains("<command line>") && text.contains("upstreams[0].address"),
         "{text}"
     );
+}
+
+fn yaml_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .expect("temp");
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+fn check_env(args: &[&str], env: Option<&str>) -> (i32, String) {
+    let mut cmd = Command::new(iogate_testkit::bin("iogate-lb"));
+    cmd.args(args).arg("--check");
+    match env {
+        Some(v) => cmd.env("IOGATE_LB_ADMIN_TOKEN", v),
+        None => cmd.env_remove("IOGATE_LB_ADMIN_TOKEN"),
+    };
+    let out = cmd.output().expect("run iogate-lb");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// An admin API reachable from other hosts needs a token, from the file, a token file or the
+/// environment; a token file that cannot be used is an error naming the field.
+#[test]
+fn an_exposed_admin_api_needs_a_token() {
+    let ups = "upstreams:\n  - address: 127.0.0.1:2\n";
+    let exposed = yaml_file(&format!("admin:\n  listen: 0.0.0.0:9100\n{ups}"));
+    let path = exposed.path().to_string_lossy().to_string();
+    let (code, text) = check_env(&["--config", &path], None);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("field `admin.listen`") && text.contains("reachable from other hosts"),
+        "{text}"
+    );
+    // The environment variable is a token source.
+    let (code, text) = check_env(&["--config", &path], Some("from-env"));
+    assert_eq!(code, 0, "{text}");
+
+    let token = yaml_file("s3cret\n");
+    let with_file = yaml_file(&format!(
+        "admin:\n  listen: 0.0.0.0:9100\n  token_file: {}\n{ups}",
+        token.path().display()
+    ));
+    let (code, text) = check_env(&["--config", &with_file.path().to_string_lossy()], None);
+    assert_eq!(code, 0, "{text}");
+
+    let missing = yaml_file(&format!(
+        "admin:\n  listen: 0.0.0.0:9100\n  token_file: /nonexistent/iogate-token\n{ups}"
+    ));
+    let (code, text) = check_env(&["--config", &missing.path().to_string_lossy()], None);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("field `admin.token_file`") && text.contains("/nonexistent/iogate-token"),
+        "{text}"
+    );
+
+    let empty = yaml_file("\n");
+    let empty_cfg = yaml_file(&format!(
+        "admin:\n  token_file: {}\n{ups}",
+        empty.path().display()
+    ));
+    let (code, text) = check_env(&["--config", &empty_cfg.path().to_string_lossy()], None);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("holds no token"), "{text}");
+
+    let both = yaml_file(&format!(
+        "admin:\n  token: a\n  token_file: {}\n{ups}",
+        token.path().display()
+    ));
+    let (code, text) = check_env(&["--config", &both.path().to_string_lossy()], None);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not both"), "{text}");
+
+    // The quick form's --admin is checked the same way.
+    let (code, text) = check_env(
+        &[
+            "--listen",
+            "127.0.0.1:1",
+            "--upstream",
+            "127.0.0.1:2",
+            "--admin",
+            "0.0.0.0:9",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("reachable from other hosts"), "{text}");
 }

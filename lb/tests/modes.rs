@@ -93,8 +93,13 @@ fn admin_api_drain_undrain_and_token() {
     let a = Node::start("d1", &["--redis-url", "none"]);
     let b = Node::start("d2", &["--redis-url", "none"]);
     let (port, admin) = (free_port(), free_port());
-    let extra =
-        "admin:\n  listen: 127.0.0.1:ADMIN\n  token: s3cret\n".replace("ADMIN", &admin.to_string());
+    // The token comes from a file, as it should in production.
+    let mut token_file = tempfile::NamedTempFile::new().expect("temp");
+    std::io::Write::write_all(&mut token_file, b"s3cret\n").expect("write");
+    let extra = format!(
+        "admin:\n  listen: 127.0.0.1:{admin}\n  token_file: {}\n",
+        token_file.path().display()
+    );
     // lb_yaml already has an admin section; replace it.
     let yaml = lb_yaml(port, admin, &[("d1", a.port), ("d2", b.port)], "")
         .replace(&format!("admin:\n  listen: 127.0.0.1:{admin}\n"), &extra);
@@ -113,6 +118,22 @@ fn admin_api_drain_undrain_and_token() {
         let r = req("GET", "/api/backends", auth);
         (r.matches("\"state\": \"up\"").count() == 2).then_some(())
     });
+    assert!(
+        req("GET", "/api/backends", "Authorization: Bearer s3creT\r\n").starts_with("HTTP/1.1 401")
+    );
+    // A browser cannot drain a backend, even with the token (a cross-site form, a page on a
+    // DNS-rebound name): reading still works.
+    let from_page = format!("{auth}Origin: http://evil.example\r\n");
+    let r = req("POST", "/api/backends/d1/drain", &from_page);
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = req(
+        "POST",
+        "/api/backends/d1/drain",
+        &format!("{auth}Sec-Fetch-Site: cross-site\r\n"),
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = req("GET", "/api/backends", &from_page);
+    assert_eq!(r.matches("\"state\": \"up\"").count(), 2, "{r}");
     let r = req("POST", "/api/backends/d1/drain", auth);
     assert!(
         r.starts_with("HTTP/1.1 200") && r.contains("draining"),
