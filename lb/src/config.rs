@@ -399,6 +399,14 @@ pub struct Timeouts {
     /// One polling request (long-polls are held by the backend up to pingInterval).
     #[serde(with = "humantime_serde")]
     pub polling_request: Duration,
+    /// A client's request header must be complete within this of its first byte (slow-loris
+    /// defence, nginx's `client_header_timeout`); the connection is closed otherwise.
+    #[serde(with = "humantime_serde")]
+    pub client_header: Duration,
+    /// A client's keep-alive connection idle between requests is closed after this (nginx's
+    /// `keepalive_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub client_keepalive: Duration,
 }
 
 impl Default for Timeouts {
@@ -407,6 +415,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             websocket_idle: Duration::from_secs(600),
             polling_request: Duration::from_secs(90),
+            client_header: Duration::from_secs(10),
+            client_keepalive: Duration::from_secs(75),
         }
     }
 }
@@ -611,11 +621,15 @@ impl Validate for LbConfig {
             ("timeouts.connect", self.timeouts.connect),
             ("timeouts.websocket_idle", self.timeouts.websocket_idle),
             ("timeouts.polling_request", self.timeouts.polling_request),
+            ("timeouts.client_header", self.timeouts.client_header),
             ("upgrade.handover_wait", self.upgrade.handover_wait),
         ] {
             if d.is_zero() {
                 p.push(name, "must be greater than 0");
             }
+        }
+        if self.timeouts.client_keepalive < Duration::from_secs(1) {
+            p.push("timeouts.client_keepalive", "must be at least 1s");
         }
         if a.rise == 0 {
             p.push("health.active.rise", "must be at least 1");

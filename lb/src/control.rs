@@ -197,9 +197,10 @@ pub fn apply(lb: &Lb, new: LbConfig) -> Result<(), crate::backends::BadAddress> 
         || old.admin.listen != new.admin.listen
         || old.threads != new.threads
         || old.shutdown != new.shutdown
+        || old.timeouts.client_header != new.timeouts.client_header
     {
         tracing::warn!(
-            "listeners, admin.listen, threads and shutdown change only on restart or binary upgrade; keeping the old ones"
+            "listeners, admin.listen, threads, shutdown and timeouts.client_header change only on restart or binary upgrade; keeping the old ones"
         );
     }
     let applied = lb

@@ -172,6 +172,9 @@ fn main() -> ExitCode {
     let parked_idle = match proxy.app_logic_mut() {
         Some(app) => {
             app.set_shutdown_idle_wait(cfg.shutdown.idle_wait);
+            let mut options = app.server_options.clone().unwrap_or_default();
+            options.h1_header_timeout = Some(cfg.timeouts.client_header);
+            app.server_options = Some(options);
             app.parked_idle_connections()
         }
         None => {

@@ -123,6 +123,11 @@ impl Proxy {
     /// Everything `request_filter` decides; `Err` is answered by [`reject`].
     async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
         let cfg = self.config.load();
+        // How long the connection may idle after this response (nginx's keepalive_timeout),
+        // unless the client asked to close it. pingora's own default is forever.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(cfg.timeouts.client_keepalive.as_secs().max(1)));
+        }
         let req = session.req_header();
         admission::check_request(req, &cfg.limits)?;
         ctx._slot = Some(admission::take_slot(

@@ -313,6 +313,92 @@ fn an_idle_keepalive_connection_gets_its_next_request_answered_during_shutdown()
     assert_eq!(second, "", "answered on a connection closed at shutdown");
 }
 
+/// Slow-loris: connections that send their request header a line at a time are closed once
+/// `timeouts.client_header` has passed since its first byte, while a normal client is served
+/// meanwhile; an idle keep-alive connection is closed after `timeouts.client_keepalive`.
+#[test]
+fn slow_headers_and_idle_keepalive_connections_are_closed_on_time() {
+    use std::io::{Read, Write};
+    let _serial = iogate_testkit::heavy();
+    let a = Node::start("s1", &["--redis-url", "none"]);
+    let (port, admin) = (free_port(), free_port());
+    let extra = "timeouts:\n  client_header: 1s\n  client_keepalive: 2s\n";
+    let _lb = Lb::start(
+        port,
+        admin,
+        &lb_yaml(port, admin, &[("s1", a.port)], extra),
+        true,
+    );
+
+    let t = Instant::now();
+    let mut slow: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            c.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")
+                .expect("first line");
+            c.set_nonblocking(true).expect("nonblocking");
+            c
+        })
+        .collect();
+    // Keep trickling one header line every 200 ms; count the connections the LB closed.
+    let mut closed_at: Vec<Option<Duration>> = vec![None; slow.len()];
+    while t.elapsed() < Duration::from_secs(6) && closed_at.iter().any(Option::is_none) {
+        for (i, c) in slow.iter_mut().enumerate() {
+            if closed_at[i].is_some() {
+                continue;
+            }
+            let mut buf = [0u8; 512];
+            let gone = match c.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    c.write_all(b"X-Slow: 1\r\n").is_err()
+                }
+                Err(_) => true,
+            };
+            if gone {
+                closed_at[i] = Some(t.elapsed());
+            }
+        }
+        // A normal client is served meanwhile.
+        let ok = http_get(port, "/socket.io/?EIO=4&transport=polling");
+        assert_eq!(ok.as_ref().map(|r| r.0), Some(200), "{ok:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closed: Vec<Duration> = closed_at.iter().flatten().copied().collect();
+    let last = closed.iter().max().copied();
+    eprintln!(
+        "slow headers: {} of 50 closed, the last after {last:?}",
+        closed.len()
+    );
+    assert_eq!(closed.len(), 50, "closed: {closed_at:?}");
+    assert!(
+        closed.iter().all(|d| *d >= Duration::from_millis(900)),
+        "{closed:?}"
+    );
+    assert!(last.is_some_and(|d| d < Duration::from_secs(4)), "{last:?}");
+
+    // An idle keep-alive connection: answered, then closed after about 2 s of silence.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let first = http_exchange(
+        &mut conn,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let idle = Instant::now();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    let took = idle.elapsed();
+    eprintln!("idle keep-alive connection closed after {took:?}");
+    assert_eq!(n, 0, "the LB sent data on an idle connection");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
 #[test]
 fn idle_websocket_survives_past_pingoras_60s_default() {
     let _serial = iogate_testkit::heavy();

@@ -376,6 +376,13 @@ impl Session {
     /// to read from the stream after `timeout`.
     ///
     /// This is a noop for h2.
+    /// iogate patch: see [`crate::apps::HttpServerOptions::h1_header_timeout`]. HTTP/1 only.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_timeout(timeout);
+        }
+    }
+
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         match self {
             Self::H1(s) => s.set_read_timeout(timeout),

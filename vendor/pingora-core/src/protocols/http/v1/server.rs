@@ -103,6 +103,8 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// iogate patch: how long a request header may take from its first byte.
+    header_timeout: Option<Duration>,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
@@ -187,6 +189,7 @@ impl HttpSession {
             response_written: None,
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
+            header_timeout: None,
             write_timeout: None,
             total_drain_timeout: None,
             body_bytes_sent: 0,
@@ -304,6 +307,11 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // iogate patch: the whole header within header_timeout of its first byte.
+        let mut header_deadline = (already_read > 0)
+            .then_some(self.header_timeout)
+            .flatten()
+            .map(|t| tokio::time::Instant::now() + t);
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -323,10 +331,36 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
-                already_read += n;
             } else {
-                return Ok(None);
+                let read = match header_deadline {
+                    Some(deadline) => {
+                        match tokio::time::timeout_at(
+                            deadline,
+                            self.read_request_buf(&mut buf, already_read),
+                        )
+                        .await
+                        {
+                            Ok(r) => r?,
+                            Err(_) => {
+                                return Error::e_explain(
+                                    ReadTimedout,
+                                    "request header not complete within the header timeout",
+                                )
+                            }
+                        }
+                    }
+                    None => self.read_request_buf(&mut buf, already_read).await?,
+                };
+                if let Some(n) = read {
+                    if already_read == 0 {
+                        header_deadline = self
+                            .header_timeout
+                            .map(|t| tokio::time::Instant::now() + t);
+                    }
+                    already_read += n;
+                } else {
+                    return Ok(None);
+                }
             }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
@@ -1330,6 +1364,11 @@ impl HttpSession {
 
     /// Sets the downstream read timeout. This will trigger if we're unable
     /// to read from the stream after `timeout`.
+    /// iogate patch: a request header must be complete within `timeout` of its first byte.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_timeout = timeout;
+    }
+
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }
