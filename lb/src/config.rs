@@ -670,6 +670,16 @@ impl LbConfig {
         Ok(cfg)
     }
 
+    /// The file's config with `--admin ADDR` in place of `admin.listen`, validated again (the
+    /// address, and a token for an address reachable from other hosts).
+    pub fn with_admin_listen(mut self, admin: &str) -> Result<Self, ConfigError> {
+        self.admin.listen = admin.to_string();
+        let mut problems = Problems::default();
+        self.validate(&mut problems);
+        config::problems_to_error(problems, "", Path::new("<command line>"))?;
+        Ok(self)
+    }
+
     /// Fill in `admin.effective_token` (validation already read the token's sources; one that
     /// changed since is an error, never a silently disabled token).
     fn resolve_admin_token(&mut self, path: &Path) -> Result<(), ConfigError> {

@@ -59,11 +59,9 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match (&cli.config, &cli.listen) {
-        (Some(path), _) => LbConfig::load(path).map(|mut c| {
-            if let Some(a) = &cli.admin {
-                c.admin.listen = a.clone();
-            }
-            c
+        (Some(path), _) => LbConfig::load(path).and_then(|c| match &cli.admin {
+            Some(a) => c.with_admin_listen(a),
+            None => Ok(c),
         }),
         (None, Some(listen)) => LbConfig::quick(listen, &cli.upstream, cli.admin.as_deref()),
         (None, None) => {
@@ -80,14 +78,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // `--admin` may have moved a file's admin listener after its validation.
-    if let Some(msg) = cfg
-        .admin
-        .exposure_problem(cfg.admin.effective_token.is_some())
-    {
-        eprintln!("--admin: {msg}");
-        return ExitCode::from(2);
-    }
     if cli.check {
         println!("configuration is valid");
         return ExitCode::SUCCESS;

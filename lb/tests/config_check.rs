@@ -143,6 +143,34 @@ fn an_exposed_admin_api_needs_a_token() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("not both"), "{text}");
 
+    // --admin on top of a file is validated again (a loopback file, an exposed flag).
+    let loopback = yaml_file(ups);
+    let (code, text) = check_env(
+        &[
+            "--config",
+            &loopback.path().to_string_lossy(),
+            "--admin",
+            "0.0.0.0:9",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("field `admin.listen`") && text.contains("reachable from other hosts"),
+        "{text}"
+    );
+    let (code, text) = check_env(
+        &[
+            "--config",
+            &loopback.path().to_string_lossy(),
+            "--admin",
+            "nowhere",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("is not IP:port"), "{text}");
+
     // The quick form's --admin is checked the same way.
     let (code, text) = check_env(
         &[

@@ -120,8 +120,8 @@ struct Inner {
     driver: BusDriver,
     node_id: String,
     uid: String,
+    /// `{prefix}-server-events#`: the event channel, and the start of every answer channel.
     events_chan: String,
-    answers_prefix: String,
     timeout: Duration,
     metrics: NodeMetrics,
     handlers: RwLock<HashMap<String, Handler>>,
@@ -154,13 +154,10 @@ impl ServerEvents {
         stop: watch::Receiver<bool>,
     ) -> ServerEvents {
         let uid = format!("{:016x}", rand::random::<u64>());
-        let events_chan = format!("{key_prefix}-server-events#");
-        let answers_prefix = format!("{key_prefix}-server-events#");
         let inner = Arc::new(Inner {
             driver,
             node_id: node_id.to_string(),
-            events_chan,
-            answers_prefix,
+            events_chan: format!("{key_prefix}-server-events#"),
             uid,
             timeout,
             metrics,
@@ -280,7 +277,7 @@ impl ServerEvents {
 
 impl Inner {
     fn answer_chan(&self, uid: &str) -> String {
-        format!("{}{uid}#", self.answers_prefix)
+        format!("{}{uid}#", self.events_chan)
     }
 
     fn handler(&self, event: &str) -> Option<Handler> {
