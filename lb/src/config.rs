@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LbConfig {
-    /// Client-facing listeners (plain HTTP/1.1 + WebSocket; TLS comes later).
+    /// Client-facing listeners: HTTP/1.1 + WebSocket, TLS with HTTP/2 for long-polling, or a
+    /// redirect to HTTPS.
     pub listeners: Vec<Listener>,
     /// The admin API (metrics, backends, drain).
     pub admin: AdminConfig,
@@ -42,10 +43,7 @@ pub struct LbConfig {
 impl Default for LbConfig {
     fn default() -> Self {
         Self {
-            listeners: vec![Listener {
-                address: "0.0.0.0:8080".into(),
-                read_buffer: default_read_buffer(),
-            }],
+            listeners: vec![Listener::plain("0.0.0.0:8080")],
             admin: AdminConfig::default(),
             upstreams: Vec::new(),
             balancing: Balancing::default(),
@@ -72,6 +70,61 @@ pub struct Listener {
     /// straight into the HTTP parser's and the tunnel's own buffers.
     #[serde(default = "default_read_buffer")]
     pub read_buffer: usize,
+    /// Terminate TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// Answer every request on this (plain) listener with `308 Permanent Redirect` to
+    /// `https://` the same host and path, at this port (443: no port in the URL).
+    #[serde(default)]
+    pub redirect_to_https: Option<u16>,
+}
+
+impl Listener {
+    /// A plain listener at `address`.
+    pub fn plain(address: &str) -> Listener {
+        Listener {
+            address: address.to_string(),
+            read_buffer: default_read_buffer(),
+            tls: None,
+            redirect_to_https: None,
+        }
+    }
+
+    /// What only a restart changes (everything but the certificate files' names).
+    pub fn restart_key(&self) -> (&str, usize, Option<bool>, Option<u16>) {
+        (
+            &self.address,
+            self.read_buffer,
+            self.tls.as_ref().map(|t| t.http2),
+            self.redirect_to_https,
+        )
+    }
+}
+
+/// TLS on a listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificate/key pairs. SNI picks the one whose names match; the first is the default.
+    /// Reloaded (files and list) on SIGHUP, on a config change and when a file changes.
+    pub certificates: Vec<CertificateFiles>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`); WebSockets use HTTP/1.1 either way.
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+/// One certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_read_buffer() -> usize {
@@ -511,6 +564,29 @@ impl Validate for LbConfig {
                     format!("`{}` is not IP:port", l.address),
                 );
             }
+            if let Some(t) = &l.tls {
+                if t.certificates.is_empty() {
+                    p.push(
+                        format!("listeners[{i}].tls.certificates"),
+                        "needs at least one certificate",
+                    );
+                }
+                if l.redirect_to_https.is_some() {
+                    p.push(
+                        format!("listeners[{i}].redirect_to_https"),
+                        "a TLS listener cannot redirect to HTTPS (it is HTTPS)",
+                    );
+                }
+            }
+            if l.redirect_to_https == Some(0) {
+                p.push(
+                    format!("listeners[{i}].redirect_to_https"),
+                    "must be a port 1..=65535",
+                );
+            }
+        }
+        if let Err(e) = crate::tls::load_all(&self.listeners) {
+            p.push(e.field(), e.error.to_string());
         }
         if !is_addr(&self.admin.listen) {
             p.push(
@@ -701,12 +777,15 @@ impl LbConfig {
         listen: &str,
         upstreams: &[String],
         admin: Option<&str>,
+        tls: Option<CertificateFiles>,
     ) -> Result<Self, ConfigError> {
+        let mut listener = Listener::plain(listen);
+        listener.tls = tls.map(|c| ListenerTls {
+            certificates: vec![c],
+            http2: true,
+        });
         let mut cfg = LbConfig {
-            listeners: vec![Listener {
-                address: listen.to_string(),
-                read_buffer: default_read_buffer(),
-            }],
+            listeners: vec![listener],
             upstreams: upstreams
                 .iter()
                 .map(|a| Upstream {

@@ -81,10 +81,7 @@ impl BackgroundService for Control {
                 self.handover_path.clone(),
             ));
         }
-        let _reload = self
-            .config_path
-            .clone()
-            .map(|p| tokio::spawn(watch_config(self.lb.clone(), p)));
+        let _reload = tokio::spawn(watch_config(self.lb.clone(), self.config_path.clone()));
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_sweep = Instant::now();
         let mut shutting_down = false;
@@ -189,23 +186,43 @@ pub fn reload(lb: &Lb, path: &std::path::Path) -> bool {
     }
 }
 
+/// Why a validated config could not be applied (nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// An upstream address does not parse.
+    #[error(transparent)]
+    Address(#[from] crate::backends::BadAddress),
+    /// A certificate of a TLS listener does not load.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::ListenerTlsError),
+}
+
 /// Apply a validated config in-process. Live sockets are never touched; on error nothing
-/// changed.
-pub fn apply(lb: &Lb, new: LbConfig) -> Result<(), crate::backends::BadAddress> {
+/// changed. The TLS listeners' certificates are loaded first and put in force last.
+pub fn apply(lb: &Lb, new: LbConfig) -> Result<(), ApplyError> {
     let old = lb.config.load_full();
-    if old.listeners != new.listeners
+    let listeners_changed = old.listeners.len() != new.listeners.len()
+        || old
+            .listeners
+            .iter()
+            .zip(&new.listeners)
+            .any(|(a, b)| a.restart_key() != b.restart_key());
+    if listeners_changed
         || old.admin.listen != new.admin.listen
         || old.threads != new.threads
         || old.shutdown != new.shutdown
         || old.timeouts.client_header != new.timeouts.client_header
     {
         tracing::warn!(
-            "listeners, admin.listen, threads, shutdown and timeouts.client_header change only on restart or binary upgrade; keeping the old ones"
+            "listeners (other than their certificates), admin.listen, threads, shutdown and timeouts.client_header change only on restart or binary upgrade; keeping the old ones"
         );
     }
+    let certificates = lb.tls.prepare(&new.listeners)?;
     let applied = lb
         .registry
         .apply(&new.upstreams, !new.health.active.enabled)?;
+    certificates.commit();
+    lb.metrics.set_certificates(&lb.tls);
     lb.sids.set_max(new.engineio.sid_table_max);
     lb.config.store(Arc::new(new));
     lb.rebuild_tags();
@@ -213,7 +230,30 @@ pub fn apply(lb: &Lb, new: LbConfig) -> Result<(), crate::backends::BadAddress> 
     Ok(())
 }
 
-async fn watch_config(lb: Arc<Lb>, path: PathBuf) {
+/// Reload only the certificates of the configuration in force (the quick form has no file;
+/// a certificate or key file changed).
+pub fn reload_certificates(lb: &Lb) -> bool {
+    let cfg = lb.config.load_full();
+    match lb.tls.prepare(&cfg.listeners) {
+        Ok(p) => {
+            p.commit();
+            lb.metrics.set_certificates(&lb.tls);
+            lb.metrics.reloads.with_label_values(&["ok"]).inc();
+            tracing::info!("certificates reloaded");
+            true
+        }
+        Err(e) => {
+            lb.metrics.reloads.with_label_values(&["error"]).inc();
+            tracing::error!(field = %e.field(), error = %e.error,
+                "certificate reload rejected; the certificates in force stay");
+            false
+        }
+    }
+}
+
+/// Reload on SIGHUP, and when the config file or a certificate/key file it names changes
+/// (checked every 500 ms). Without a config file (the quick form) only certificates reload.
+async fn watch_config(lb: Arc<Lb>, path: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -230,18 +270,38 @@ async fn watch_config(lb: Arc<Lb>, path: PathBuf) {
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)));
         Some((m.modified().ok()?, m.len(), sum))
     };
-    let mut last = stamp(&path);
+    let watched = |lb: &Lb| -> Vec<PathBuf> {
+        path.iter()
+            .cloned()
+            .chain(crate::tls::files(&lb.config.load().listeners))
+            .collect()
+    };
+    let stamps = |files: &[PathBuf]| files.iter().map(stamp).collect::<Vec<_>>();
+    let mut files = watched(&lb);
+    let mut last = stamps(&files);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let by_signal = tokio::select! {
             _ = tick.tick() => false,
             Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let now = stamp(&path);
-        if by_signal || (now.is_some() && now != last) {
-            tracing::info!(file = %path.display(), by_signal, "reloading configuration");
-            reload(&lb, &path);
-            last = now;
+        let now = stamps(&files);
+        // A file that vanished is not a change to act on (an editor's rename, a rotation in
+        // progress): the next stamp that reads it again is.
+        let changed = now.iter().zip(&last).any(|(n, l)| n.is_some() && n != l);
+        if by_signal || changed {
+            match &path {
+                Some(p) => {
+                    tracing::info!(file = %p.display(), by_signal, "reloading configuration");
+                    reload(&lb, p);
+                }
+                None => {
+                    tracing::info!(by_signal, "reloading certificates");
+                    reload_certificates(&lb);
+                }
+            }
+            files = watched(&lb);
+            last = stamps(&files);
         }
     }
 }

@@ -17,6 +17,8 @@
 //! - [`limits`] — connection limits and the new-session token bucket.
 //! - [`health`] — active checks; [`control`] — housekeeping, reload, handover, shutdown.
 //! - [`admin`] — the admin API; [`metrics`] — the `iogate_lb_*` metrics.
+//! - [`tls`] — certificates of TLS listeners by SNI, reloaded in place; [`redirect`] — the
+//!   HTTP → HTTPS redirect listener.
 
 pub mod admin;
 pub mod admission;
@@ -29,7 +31,9 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod redirect;
 pub mod request;
 pub mod select;
 pub mod sid_table;
 pub mod state;
+pub mod tls;

@@ -10,11 +10,15 @@ use iogate_lb::config::LbConfig;
 use iogate_lb::control::Control;
 use iogate_lb::metrics::LbMetrics;
 use iogate_lb::proxy::Proxy;
+use iogate_lb::redirect::HttpsRedirect;
 use iogate_lb::state::Lb;
+use iogate_lb::tls::TlsListeners;
 use iogate_lb::{handover, health};
 use iogate_shared::telemetry::{self, LogFormat};
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use pingora_core::protocols::ALPN;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::background::background_service;
@@ -34,6 +38,13 @@ struct Cli {
     /// Quick start without a file: a backend address (repeat; ids are the addresses).
     #[arg(long)]
     upstream: Vec<String>,
+    /// Quick start: terminate TLS on `--listen` with this certificate chain (PEM; reloaded when
+    /// the file changes or on SIGHUP).
+    #[arg(long, requires = "listen", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Quick start: the private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Admin API address (default 127.0.0.1:9100).
     #[arg(long)]
     admin: Option<String>,
@@ -63,7 +74,15 @@ fn main() -> ExitCode {
             Some(a) => c.with_admin_listen(a),
             None => Ok(c),
         }),
-        (None, Some(listen)) => LbConfig::quick(listen, &cli.upstream, cli.admin.as_deref()),
+        (None, Some(listen)) => LbConfig::quick(
+            listen,
+            &cli.upstream,
+            cli.admin.as_deref(),
+            cli.tls_cert
+                .clone()
+                .zip(cli.tls_key.clone())
+                .map(|(cert, key)| iogate_lb::config::CertificateFiles { cert, key }),
+        ),
         (None, None) => {
             eprintln!(
                 "iogate-lb needs --config FILE, or --listen ADDR --upstream ADDR [--upstream ADDR ...]"
@@ -91,8 +110,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = match TlsListeners::load(&cfg.listeners) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let lb = match Lb::new(cfg.clone(), metrics) {
-        Ok(lb) => Arc::new(lb),
+        Ok(lb) => {
+            let lb = Arc::new(lb.with_tls(tls));
+            lb.metrics.set_certificates(&lb.tls);
+            lb
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -153,17 +183,44 @@ fn main() -> ExitCode {
         Proxy(lb.clone()),
         "iogate-lb proxy",
     );
+    let mut redirects = Vec::new();
     for l in &cfg.listeners {
-        proxy.add_listener(
-            ListenerConfig::tcp(l.address.clone())
-                .l4_buffer(L4BufferSettings::default().read(l.read_buffer)),
-        );
+        if let Some(port) = l.redirect_to_https {
+            let mut r = Service::new(
+                format!("iogate-lb redirect {}", l.address),
+                HttpServer::new_app(HttpsRedirect { port }),
+            );
+            r.add_tcp(&l.address);
+            redirects.push(r);
+            continue;
+        }
+        let mut endpoint = ListenerConfig::tcp(l.address.clone())
+            .l4_buffer(L4BufferSettings::default().read(l.read_buffer));
+        if let (Some(t), Some(resolver)) = (&l.tls, lb.tls.resolver(&l.address)) {
+            let mut settings = match TlsSettings::intermediate("", "") {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("TLS settings for {}: {e}", l.address);
+                    return ExitCode::FAILURE;
+                }
+            };
+            settings.set_cert_resolver(resolver);
+            if t.http2 {
+                settings.enable_h2();
+            } else {
+                settings.set_alpn(ALPN::H1);
+            }
+            endpoint = endpoint.tls(settings);
+        }
+        proxy.add_listener(endpoint);
     }
     let parked_idle = match proxy.app_logic_mut() {
         Some(app) => {
             app.set_shutdown_idle_wait(cfg.shutdown.idle_wait);
             let mut options = app.server_options.clone().unwrap_or_default();
             options.h1_header_timeout = Some(cfg.timeouts.client_header);
+            // An HTTP/2 connection without streams closes like an idle HTTP/1.1 keep-alive one.
+            options.h2_idle_timeout = Some(cfg.timeouts.client_keepalive);
             app.server_options = Some(options);
             app.parked_idle_connections()
         }
@@ -190,6 +247,9 @@ fn main() -> ExitCode {
     );
     server.add_service(proxy);
     server.add_service(admin);
+    for r in redirects {
+        server.add_service(r);
+    }
     server.add_service(control);
     tracing::info!(
         listeners = ?cfg.listeners.iter().map(|l| l.address.as_str()).collect::<Vec<_>>(),

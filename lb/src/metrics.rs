@@ -55,6 +55,9 @@ pub struct LbMetrics {
     pub rejected: IntCounterVec,
     /// Config reloads by result.
     pub reloads: IntCounterVec,
+    /// notAfter of each TLS listener's certificates (seconds since the epoch), by listener
+    /// address and the certificate's first name.
+    pub certificate_expiry: IntGaugeVec,
 }
 
 impl LbMetrics {
@@ -96,6 +99,19 @@ impl LbMetrics {
         self.backend_up
             .with_label_values(&[id])
             .set(i64::from(state == BackendState::Up));
+    }
+
+    /// Publish the expiry of the certificates in force (after start and every reload).
+    pub fn set_certificates(&self, tls: &crate::tls::TlsListeners) {
+        self.certificate_expiry.reset();
+        for (listener, resolver) in tls.all() {
+            for c in resolver.current().certs() {
+                let name = c.names.first().map_or("", String::as_str);
+                self.certificate_expiry
+                    .with_label_values(&[listener.as_str(), name])
+                    .set(c.not_after);
+            }
+        }
     }
 
     /// Forget every series of backend `id`.
@@ -217,6 +233,12 @@ impl LbMetrics {
                 "iogate_lb_config_reloads_total",
                 "Config reloads by result.",
                 &["result"],
+            )?,
+            certificate_expiry: m::gauge_vec(
+                reg,
+                "iogate_lb_tls_certificate_expiry_timestamp_seconds",
+                "notAfter of each TLS listener certificate, by listener and the certificate's first name.",
+                &["listener", "certificate"],
             )?,
         })
     }

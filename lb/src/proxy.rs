@@ -68,6 +68,13 @@ pub struct Ctx {
     upgraded: Option<UpgradedSid>,
     _slot: Option<ConnSlot>,
     body_seen: usize,
+    /// The client connection is TLS (the stickiness cookie gets `Secure`).
+    tls: bool,
+}
+
+/// Whether the client reached us over TLS.
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -128,6 +135,7 @@ impl Proxy {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(cfg.timeouts.client_keepalive.as_secs().max(1)));
         }
+        ctx.tls = is_tls(session);
         let req = session.req_header();
         admission::check_request(req, &cfg.limits)?;
         ctx._slot = Some(admission::take_slot(
@@ -184,8 +192,9 @@ impl Proxy {
                 }
             }
             if cfg.stickiness.mode == StickyMode::Cookie && status < 400 {
+                let secure = if ctx.tls { "; Secure" } else { "" };
                 return Some(format!(
-                    "{}={}; Path=/; HttpOnly; SameSite=Lax",
+                    "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
                     cfg.stickiness.cookie_name, b.id
                 ));
             }
@@ -234,6 +243,7 @@ impl ProxyHttp for Proxy {
             upgraded: None,
             _slot: None,
             body_seen: 0,
+            tls: false,
         }
     }
 
@@ -358,7 +368,8 @@ impl ProxyHttp for Proxy {
             req.insert_header("X-Forwarded-For", xff)?;
             req.insert_header("X-Real-IP", ip)?;
         }
-        req.insert_header("X-Forwarded-Proto", "http")?;
+        let proto = if is_tls(session) { "https" } else { "http" };
+        req.insert_header("X-Forwarded-Proto", proto)?;
         Ok(())
     }
 

@@ -40,6 +40,8 @@ pub struct Lb {
     pub bucket: TokenBucket,
     /// Consistent-hash ring over ready backends.
     pub ring: HashRing,
+    /// The certificates of the TLS listeners.
+    pub tls: crate::tls::TlsListeners,
     /// Closed unless this process was started with `-u` and waits for the old one's table.
     pub handover: HandoverGate,
     /// This process is being replaced or stopped: every response closes its connection, so
@@ -63,12 +65,19 @@ impl Lb {
             conns: Arc::new(ConnLimiter::default()),
             bucket: TokenBucket::default(),
             ring: HashRing::default(),
+            tls: crate::tls::TlsListeners::default(),
             handover: HandoverGate::open(),
             closing: std::sync::atomic::AtomicBool::new(false),
             turn: AtomicUsize::new(0),
         };
         lb.rebuild_tags();
         Ok(lb)
+    }
+
+    /// The same state serving the TLS listeners' certificates.
+    pub fn with_tls(mut self, tls: crate::tls::TlsListeners) -> Lb {
+        self.tls = tls;
+        self
     }
 
     /// Rebuild the tag map from the registry (after checks and reloads); logs new conflicts.

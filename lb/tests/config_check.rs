@@ -186,3 +186,62 @@ fn an_exposed_admin_api_needs_a_token() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("reachable from other hosts"), "{text}");
 }
+
+#[test]
+fn tls_certificate_errors_name_the_field_and_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = iogate_testkit::TestCert::generate(dir.path(), "a", &["a.test"]);
+    let other = iogate_testkit::TestCert::generate(dir.path(), "b", &["b.test"]);
+    let missing = dir.path().join("missing.crt");
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:8443\n    tls:\n      certificates:\n        - cert: {}\n          key: {}\n        - cert: {}\n          key: {}\nupstreams: []\n",
+        cert.cert.display(),
+        cert.key.display(),
+        missing.display(),
+        cert.key.display()
+    );
+    let f = dir.path().join("lb.yaml");
+    std::fs::write(&f, &yaml).expect("write");
+    let (code, text) = check(&["--config", &f.to_string_lossy()]);
+    assert_ne!(code, 0);
+    let want = format!("{}:7:", f.display());
+    assert!(
+        text.contains(&want)
+            && text.contains("listeners[0].tls.certificates[1].cert")
+            && text.contains("missing.crt"),
+        "{text}"
+    );
+    // A key that belongs to another certificate.
+    std::fs::write(
+        &f,
+        yaml.replace(
+            &missing.display().to_string(),
+            &other.cert.display().to_string(),
+        ),
+    )
+    .expect("write");
+    let (code, text) = check(&["--config", &f.to_string_lossy()]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("listeners[0].tls.certificates[1].key") && text.contains("does not go with"),
+        "{text}"
+    );
+    // The quick form names the files too, and a valid pair passes.
+    let (c, k) = (cert.cert.to_string_lossy(), cert.key.to_string_lossy());
+    let quick = |cert: &str, key: &str| {
+        check(&[
+            "--listen",
+            "127.0.0.1:8443",
+            "--upstream",
+            "127.0.0.1:4001",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ])
+    };
+    assert_eq!(quick(&c, &k).0, 0);
+    let (code, text) = quick(&k, &k);
+    assert_ne!(code, 0);
+    assert!(text.contains("holds no certificate"), "{text}");
+}

@@ -13,7 +13,7 @@
 //           {"id":N,"cmd":"pump","client":"s#0","event":"e","rate":20,"count":300,
 //             "room":"r"}  -> emits {"s": i} (or {"room","data":{"s": i}} with room) at rate/s,
 //                             in the background; {"cmd":"pumped","client":"s#0"} -> {"sent": n}
-// "connect" also takes "autoAck": true (answer server acks with the same arguments) and "path"
+// "connect" also takes "ca": PEM (trust it for https:// and wss:// URLs), "autoAck": true (answer server acks with the same arguments) and "path"
 // (namespace appended to the url, e.g. "/custom").
 // Replies: {"id":N,"ok":true,...} or {"id":N,"ok":false,"error":"..."}.
 import { io } from "socket.io-client";
@@ -39,6 +39,8 @@ function connectOne(name, c) {
       randomizationFactor: c.randomizationFactor ?? 0.5,
       timeout: c.timeoutMs ?? 5000,
       forceNew: true,
+      // https/wss with a test CA (PEM); Node.js only, as a browser would use its trust store.
+      ...(c.ca ? { ca: c.ca } : {}),
     });
     const rec = { socket, events: [], disconnects: [], connects: 0, recovered: [] };
     clients.set(name, rec);

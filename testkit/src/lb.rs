@@ -72,6 +72,11 @@ impl Lb {
 
     /// The quick form a new user types: `--listen … --upstream … --admin …`, nothing else.
     pub fn start_quick(port: u16, admin_port: u16, upstreams: &[u16]) -> Lb {
+        Self::start_quick_with(port, admin_port, upstreams, &[])
+    }
+
+    /// The quick form with more flags (`--tls-cert`, `--tls-key`, …).
+    pub fn start_quick_with(port: u16, admin_port: u16, upstreams: &[u16], extra: &[&str]) -> Lb {
         let mut args: Vec<OsString> = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}").into(),
@@ -82,6 +87,7 @@ impl Lb {
             args.push("--upstream".into());
             args.push(format!("127.0.0.1:{p}").into());
         }
+        args.extend(extra.iter().map(OsString::from));
         Self::launch(port, admin_port, args, None, true)
     }
 

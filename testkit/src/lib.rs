@@ -13,6 +13,7 @@ mod metrics;
 mod node;
 mod process;
 mod redis;
+mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,7 @@ pub use metrics::metric_value;
 pub use node::{Node, wait_bus_up};
 pub use process::{Proc, bin, bin_command, free_port, heavy, node_bin, run_bin, run_cmd, wait_for};
 pub use redis::{Redis, RedisCluster, redis_cmd};
+pub use tls::{CurlReply, TestCert, curl};
 
 /// Directory of the JavaScript test clients (`testkit/js`).
 pub fn js_dir() -> PathBuf {
