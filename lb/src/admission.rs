@@ -4,6 +4,7 @@
 //!
 //! | check | answer | `reason` label |
 //! |---|---|---|
+//! | path in `exposure.blocked_paths` (the nodes' `/metrics`, `/readyz`, …) | 404 | `blocked_path` |
 //! | request head > `limits.max_header_bytes` | 431 | `header_too_large` |
 //! | Content-Length > `limits.max_body_bytes` | 413 + close | `body_too_large` |
 //! | `limits.max_connections` / `_per_ip` | 503 + Retry-After | `max_connections` / `max_connections_per_ip` |
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use pingora_http::RequestHeader;
 
-use crate::config::Limits;
+use crate::config::{Exposure, Limits};
 use crate::engineio;
 use crate::limits::{ConnLimiter, ConnSlot, Refused, TokenBucket};
 use crate::sid_table::SidTable;
@@ -89,6 +90,20 @@ pub fn head_size(req: &RequestHeader) -> usize {
         .sum::<usize>()
         + uri
         + 16
+}
+
+/// A path clients may not reach through the LB.
+pub fn check_path(path: &str, exposure: &Exposure) -> Result<(), Reject> {
+    if exposure.blocks(path) {
+        return Err(Reject {
+            status: 404,
+            reason: "blocked_path",
+            retry_after: None,
+            close: false,
+            body: "not found\n",
+        });
+    }
+    Ok(())
 }
 
 /// Head size and declared body size.
@@ -202,6 +217,28 @@ mod tests {
             (r.status, r.reason, r.retry_after),
             (503, "new_session_rate", Some(1))
         );
+    }
+
+    #[test]
+    fn operational_paths_are_not_forwarded() {
+        let e = Exposure::default();
+        for p in [
+            "/metrics",
+            "/metrics/",
+            "/readyz",
+            "/healthz",
+            "/demo/backends",
+        ] {
+            let r = check_path(p, &e).expect_err(p);
+            assert_eq!((r.status, r.reason), (404, "blocked_path"), "{p}");
+        }
+        for p in ["/socket.io/", "/metricsx", "/", "/demo/app.js"] {
+            assert_eq!(check_path(p, &e), Ok(()), "{p}");
+        }
+        let open = Exposure {
+            blocked_paths: Vec::new(),
+        };
+        assert_eq!(check_path("/metrics", &open), Ok(()));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct LbConfig {
     pub timeouts: Timeouts,
     /// Limits.
     pub limits: Limits,
+    /// What clients may reach on the nodes through the LB.
+    pub exposure: Exposure,
     /// Shutdown.
     pub shutdown: Shutdown,
     /// Binary upgrade (`-u`).
@@ -52,6 +54,7 @@ impl Default for LbConfig {
             health: Health::default(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            exposure: Exposure::default(),
             shutdown: Shutdown::default(),
             upgrade: Upgrade::default(),
             threads: 2,
@@ -505,6 +508,37 @@ impl Default for Limits {
     }
 }
 
+/// `exposure` section.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Exposure {
+    /// Paths the LB answers 404 instead of forwarding: the nodes' operational endpoints. An
+    /// entry matches the path itself and everything under it (`/metrics` also blocks
+    /// `/metrics/x`, not `/metricsx`). `[]` forwards everything.
+    pub blocked_paths: Vec<String>,
+}
+
+impl Default for Exposure {
+    fn default() -> Self {
+        Self {
+            blocked_paths: ["/metrics", "/readyz", "/healthz", "/demo/backends"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+impl Exposure {
+    /// Whether `path` is blocked.
+    pub fn blocks(&self, path: &str) -> bool {
+        self.blocked_paths.iter().any(|b| {
+            let b = b.trim_end_matches('/');
+            path.strip_prefix(b)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}
+
 /// `shutdown` section.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -587,6 +621,14 @@ impl Validate for LbConfig {
         }
         if let Err(e) = crate::tls::load_all(&self.listeners) {
             p.push(e.field(), e.error.to_string());
+        }
+        for (i, b) in self.exposure.blocked_paths.iter().enumerate() {
+            if !b.starts_with('/') || b.trim_end_matches('/').is_empty() {
+                p.push(
+                    format!("exposure.blocked_paths[{i}]"),
+                    format!("`{b}` must be a path like /metrics (not / itself)"),
+                );
+            }
         }
         if !is_addr(&self.admin.listen) {
             p.push(

@@ -8,7 +8,8 @@ use crate::backends::BackendState;
 use crate::select::Via;
 
 /// Every `reason` label of `iogate_lb_rejected_total` (see [`crate::admission`]).
-pub const REJECT_REASONS: [&str; 7] = [
+pub const REJECT_REASONS: [&str; 8] = [
+    "blocked_path",
     "header_too_large",
     "body_too_large",
     "max_connections",

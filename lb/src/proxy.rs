@@ -137,6 +137,7 @@ impl Proxy {
         }
         ctx.tls = is_tls(session);
         let req = session.req_header();
+        admission::check_path(req.uri.path(), &cfg.exposure)?;
         admission::check_request(req, &cfg.limits)?;
         ctx._slot = Some(admission::take_slot(
             &self.conns,

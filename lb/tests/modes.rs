@@ -150,7 +150,27 @@ fn admin_api_drain_undrain_and_token() {
     assert!(req("POST", "/api/backends/d1/undrain", auth).contains("\"up\""));
     assert!(req("POST", "/api/backends/zz/drain", auth).starts_with("HTTP/1.1 404"));
     // One completed proxied request, so the per-request series exist.
-    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(
+        http_get(port, "/socket.io/?EIO=4&transport=polling").map(|r| r.0),
+        Some(200)
+    );
+    // The nodes' operational endpoints are not reachable through the LB by default; the node
+    // itself serves them.
+    for path in [
+        "/metrics",
+        "/readyz",
+        "/healthz",
+        "/healthz/x",
+        "/demo/backends",
+    ] {
+        assert_eq!(
+            http_get(port, path),
+            Some((404, "not found\n".to_string())),
+            "{path}"
+        );
+    }
+    assert_eq!(a.get("/healthz").0, 200);
+    assert!(a.get("/metrics").1.contains("iogate_node_"));
     // logging() runs just after the response is written: poll for the series.
     let names = [
         "iogate_lb_requests_total",
@@ -158,6 +178,7 @@ fn admin_api_drain_undrain_and_token() {
         "iogate_lb_websockets",
         "iogate_lb_handshakes_total",
         "iogate_lb_sid_table_entries",
+        "iogate_lb_rejected_total{reason=\"blocked_path\"} 5",
         "iogate_lb_backend_up",
         "iogate_lb_request_duration_seconds",
     ];

@@ -146,7 +146,9 @@ fn per_ip_limit_and_new_session_rate_answer_503_with_retry_after() {
 
     // Rate: a burst of 3 passes, then handshakes are refused with Retry-After.
     let (port, admin) = (free_port(), free_port());
-    let extra = "limits:\n  new_sessions_per_second: 1\n  new_sessions_burst: 3\n";
+    // Operational paths forwarded (blocked by default), so /healthz stands for any request that
+    // is not Engine.IO.
+    let extra = "exposure:\n  blocked_paths: []\nlimits:\n  new_sessions_per_second: 1\n  new_sessions_burst: 3\n";
     let lb = Lb::start(
         port,
         admin,
@@ -176,7 +178,7 @@ fn per_ip_limit_and_new_session_rate_answer_503_with_retry_after() {
 
     // Per IP: hold 5 WebSockets open, the 6th request is refused.
     let (port, admin) = (free_port(), free_port());
-    let extra = "limits:\n  max_connections_per_ip: 5\n";
+    let extra = "exposure:\n  blocked_paths: []\nlimits:\n  max_connections_per_ip: 5\n";
     let lb = Lb::start(
         port,
         admin,

@@ -236,7 +236,9 @@ pub struct EngineIoConfig {
     /// Default time a server-side emit-with-ack waits.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
-    /// Allowed CORS origins: empty = no CORS headers (same origin only), `["*"]` = any.
+    /// Allowed CORS origins: empty = no CORS headers (same origin only); `["*"]` = any origin
+    /// without credentials; a list of origins (`https://app.example.com`) = those, with
+    /// credentials.
     pub cors_origins: Vec<String>,
     /// The tag in front of every session id this node issues (`{tag}.{16 random chars}`), so a
     /// load balancer routes a session it has never seen to this node. 1-8 characters of
@@ -407,11 +409,8 @@ impl Validate for NodeConfig {
             p.push("engineio.max_buffer_size", "must be at least 1");
         }
         for (i, o) in e.cors_origins.iter().enumerate() {
-            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                p.push(
-                    format!("engineio.cors_origins[{i}]"),
-                    format!("`{o}` must be `*` or an origin like https://app.example.com"),
-                );
+            if let Some(msg) = origin_problem(o, e.cors_origins.len()) {
+                p.push(format!("engineio.cors_origins[{i}]"), msg);
             }
         }
         if let Some(tag) = &e.sid_tag
@@ -537,6 +536,25 @@ impl NodeConfig {
     }
 }
 
+/// What is wrong with a CORS origin entry (`*` alone, or `scheme://host[:port]`).
+fn origin_problem(o: &str, entries: usize) -> Option<String> {
+    if o == "*" {
+        return (entries > 1)
+            .then(|| "`*` allows any origin; it cannot be combined with a list".into());
+    }
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"));
+    let ok = rest.is_some_and(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    (!ok).then(|| {
+        format!("`{o}` must be `*` or an origin like https://app.example.com (scheme and host, optional port, no path)")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,5 +570,22 @@ mod tests {
         assert!(!valid_sid_tag(""));
         assert!(!valid_sid_tag("a.b"));
         assert!(!valid_sid_tag("ninechars"));
+    }
+
+    #[test]
+    fn cors_origins_are_star_alone_or_origins() {
+        assert_eq!(origin_problem("*", 1), None);
+        assert!(origin_problem("*", 2).is_some());
+        assert_eq!(origin_problem("https://app.example.com", 2), None);
+        assert_eq!(origin_problem("http://127.0.0.1:3000", 1), None);
+        for bad in [
+            "app.example.com",
+            "https://",
+            "https://a.com/path",
+            "ftp://a.com",
+            "https://a b",
+        ] {
+            assert!(origin_problem(bad, 1).is_some(), "{bad}");
+        }
     }
 }

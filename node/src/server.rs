@@ -335,22 +335,27 @@ fn socketio_builder(cfg: &NodeConfig) -> SocketIoBuilder {
     }
 }
 
+/// CORS for the Engine.IO endpoint. `[]`: no CORS headers, so browsers allow only the same
+/// origin. `["*"]`: any origin, without credentials (`Access-Control-Allow-Origin: *`; browsers
+/// then send no cookies cross-origin). A list of origins: those only, with credentials (the
+/// origin is echoed and `Access-Control-Allow-Credentials: true` sent). Origins are validated
+/// with the config, so none is dropped here.
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::mirror_request()
+    let layer = CorsLayer::new()
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
+    Some(if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
     } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
+        layer
+            .allow_origin(AllowOrigin::list(
+                origins.iter().filter_map(|o| o.parse().ok()),
+            ))
             .allow_credentials(true)
-            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
-            .allow_headers(tower_http::cors::AllowHeaders::mirror_request()),
-    )
+    })
 }
 
 async fn serve(
