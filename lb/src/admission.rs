@@ -8,7 +8,10 @@
 //! | request head > `limits.max_header_bytes` | 431 | `header_too_large` |
 //! | Content-Length > `limits.max_body_bytes` | 413 + close | `body_too_large` |
 //! | `limits.max_connections` / `_per_ip` | 503 + Retry-After | `max_connections` / `max_connections_per_ip` |
+//! | client TCP connections over `limits.max_tcp_connections` / `_per_ip` | closed at accept ([`crate::accept`]) | `tcp_connections` / `tcp_connections_per_ip` |
 //! | sid table full (new polling session) | 503 + Retry-After | `sid_table_full` |
+//! | the client IP holds `engineio.sid_table_max_per_ip` entries | 503 + Retry-After | `sid_table_full_per_ip` |
+//! | `limits.new_sessions_per_second_per_ip` | 503 + Retry-After | `new_session_rate_per_ip` |
 //! | `limits.new_sessions_per_second` | 503 + Retry-After | `new_session_rate` |
 //! | no ready backend | 503 + Retry-After | `no_backend` |
 //! | unknown sid / its backend is down | 400 Engine.IO JSON | `iogate_lb_sid_unknown_total{reason}` |
@@ -20,7 +23,7 @@ use pingora_http::RequestHeader;
 
 use crate::config::{Exposure, Limits};
 use crate::engineio;
-use crate::limits::{ConnLimiter, ConnSlot, Refused, TokenBucket};
+use crate::limits::{ConnLimiter, ConnSlot, IpBuckets, Refused, TokenBucket};
 use crate::sid_table::SidTable;
 
 /// A refused request: what to answer and how to count it.
@@ -148,19 +151,79 @@ pub fn take_slot(
         })
 }
 
-/// A new Engine.IO session: room in the sid table (polling only), then a new-session token.
+/// What a new session is admitted against, besides the sid table's own bound: the global and
+/// per-IP rates and each client IP's share of the sid table.
+#[derive(Debug)]
+pub struct SessionGate {
+    /// `limits.new_sessions_per_second`.
+    pub bucket: TokenBucket,
+    /// `limits.new_sessions_per_second_per_ip`.
+    pub per_ip: IpBuckets,
+    /// `engineio.sid_table_max_per_ip`: a slot per sid-table entry, by client IP.
+    pub sid_owners: Arc<ConnLimiter>,
+}
+
+impl SessionGate {
+    /// A gate with `buckets` per-IP rate buckets.
+    pub fn new(buckets: usize) -> SessionGate {
+        SessionGate {
+            bucket: TokenBucket::default(),
+            per_ip: IpBuckets::new(buckets),
+            sid_owners: Arc::new(ConnLimiter::default()),
+        }
+    }
+}
+
+/// A new Engine.IO session: room in the sid table and the client IP's share of it (polling
+/// only: WebSocket-only sessions are not in the table), then a token from the client IP's
+/// bucket, then one from the global bucket (a client refused per IP takes nothing from the
+/// others). `Ok(Some(slot))`: the IP's share, for the table entry the handshake creates.
 pub fn admit_new_session(
     sids: &SidTable,
-    bucket: &TokenBucket,
+    gate: &SessionGate,
     limits: &Limits,
+    sid_max_per_ip: usize,
     websocket: bool,
-) -> Result<(), Reject> {
-    if !websocket && !sids.has_room() {
-        return Err(Reject::busy("sid_table_full", 1, "session table full\n"));
+    ip: Option<IpAddr>,
+) -> Result<Option<ConnSlot>, Reject> {
+    let mut owner = None;
+    if !websocket {
+        if !sids.has_room() {
+            return Err(Reject::busy("sid_table_full", 1, "session table full\n"));
+        }
+        if sid_max_per_ip > 0 {
+            owner = Some(
+                gate.sid_owners
+                    .acquire(ip, 0, sid_max_per_ip)
+                    .map_err(|_| {
+                        Reject::busy(
+                            "sid_table_full_per_ip",
+                            1,
+                            "too many sessions from this address\n",
+                        )
+                    })?,
+            );
+        }
     }
-    bucket
+    if let Some(ip) = ip {
+        gate.per_ip
+            .take(
+                ip,
+                limits.new_sessions_per_second_per_ip,
+                limits.new_sessions_burst_per_ip,
+            )
+            .map_err(|after| {
+                Reject::busy(
+                    "new_session_rate_per_ip",
+                    after,
+                    "too many new sessions from this address\n",
+                )
+            })?;
+    }
+    gate.bucket
         .take(limits.new_sessions_per_second, limits.new_sessions_burst)
-        .map_err(|after| Reject::busy("new_session_rate", after, "too many new sessions\n"))
+        .map_err(|after| Reject::busy("new_session_rate", after, "too many new sessions\n"))?;
+    Ok(owner)
 }
 
 #[cfg(test)]
@@ -202,20 +265,52 @@ mod tests {
     #[test]
     fn new_sessions_need_room_and_a_token() {
         let sids = SidTable::new(0);
-        let bucket = TokenBucket::default();
+        let gate = SessionGate::new(16);
         let limits = Limits {
             new_sessions_per_second: 1,
             new_sessions_burst: 1,
             ..Limits::default()
         };
-        let r = admit_new_session(&sids, &bucket, &limits, false).expect_err("full");
+        let r = admit_new_session(&sids, &gate, &limits, 0, false, None).expect_err("full");
         assert_eq!(r.reason, "sid_table_full");
         // WebSocket sessions are not in the table.
-        assert_eq!(admit_new_session(&sids, &bucket, &limits, true), Ok(()));
-        let r = admit_new_session(&sids, &bucket, &limits, true).expect_err("rate");
+        assert!(matches!(
+            admit_new_session(&sids, &gate, &limits, 0, true, None),
+            Ok(None)
+        ));
+        let r = admit_new_session(&sids, &gate, &limits, 0, true, None).expect_err("rate");
         assert_eq!(
             (r.status, r.reason, r.retry_after),
             (503, "new_session_rate", Some(1))
+        );
+    }
+
+    #[test]
+    fn per_ip_rate_and_sid_share() {
+        let sids = SidTable::new(100);
+        let gate = SessionGate::new(1024);
+        let limits = Limits {
+            new_sessions_per_second_per_ip: 1,
+            new_sessions_burst_per_ip: 3,
+            ..Limits::default()
+        };
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        // Two entries per IP in the table.
+        let s1 = admit_new_session(&sids, &gate, &limits, 2, false, Some(a)).expect("1");
+        let s2 = admit_new_session(&sids, &gate, &limits, 2, false, Some(a)).expect("2");
+        assert!(s1.is_some() && s2.is_some());
+        let r = admit_new_session(&sids, &gate, &limits, 2, false, Some(a)).expect_err("share");
+        assert_eq!((r.status, r.reason), (503, "sid_table_full_per_ip"));
+        // Another address is not affected; a freed share is usable again.
+        assert!(admit_new_session(&sids, &gate, &limits, 2, false, Some(b)).is_ok());
+        drop(s1);
+        // The per-IP rate: the third token of a's burst, then none.
+        assert!(admit_new_session(&sids, &gate, &limits, 2, true, Some(a)).is_ok());
+        let r = admit_new_session(&sids, &gate, &limits, 2, true, Some(a)).expect_err("rate");
+        assert_eq!(
+            (r.reason, r.retry_after),
+            ("new_session_rate_per_ip", Some(1))
         );
     }
 

@@ -339,6 +339,9 @@ pub struct EngineIo {
     pub path: String,
     /// Most sessions the sid table holds; new handshakes beyond it get 503.
     pub sid_table_max: usize,
+    /// Most sid-table entries one client IP may hold (its polling sessions, and those upgraded
+    /// from polling); its next polling handshake gets 503. 0: no per-IP cap.
+    pub sid_table_max_per_ip: usize,
     /// Added to pingInterval + pingTimeout (from the open packet) before an idle sid expires.
     #[serde(with = "humantime_serde")]
     pub idle_margin: Duration,
@@ -349,6 +352,7 @@ impl Default for EngineIo {
         Self {
             path: "/socket.io".into(),
             sid_table_max: 1_000_000,
+            sid_table_max_per_ip: 0,
             idle_margin: Duration::from_secs(10),
         }
     }
@@ -481,14 +485,29 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Concurrent client requests + WebSockets in total.
+    /// Concurrent client requests + WebSockets in total (nginx's `limit_conn`: a connection
+    /// counts while a request or a tunnel is in progress on it).
     pub max_connections: usize,
     /// Concurrent client requests + WebSockets per client IP.
     pub max_connections_per_ip: usize,
+    /// Open client TCP connections in total, counted from accept to close (idle keep-alive
+    /// connections and connections still sending their header included); over it the
+    /// connection is closed at accept.
+    pub max_tcp_connections: usize,
+    /// Open client TCP connections per client IP (HAProxy's `src_conn_cur`).
+    pub max_tcp_connections_per_ip: usize,
     /// New Engine.IO sessions per second (token bucket refill); over it: 503 + Retry-After.
     pub new_sessions_per_second: u32,
     /// Token bucket size for new sessions.
     pub new_sessions_burst: u32,
+    /// New Engine.IO sessions per second from one client IP; over it: 503 + Retry-After.
+    pub new_sessions_per_second_per_ip: u32,
+    /// Token bucket size per client IP.
+    pub new_sessions_burst_per_ip: u32,
+    /// Buckets the per-IP rate is kept in: IPs are hashed (with a per-process random key) into
+    /// this many buckets, so memory is fixed (~32 bytes each) however many IPs come; two IPs in
+    /// one bucket share its rate.
+    pub per_ip_rate_buckets: usize,
     /// Largest request body (polling POST) in bytes; over it: 413.
     pub max_body_bytes: usize,
     /// Largest request head (request line + headers) in bytes; over it: 431.
@@ -500,8 +519,13 @@ impl Default for Limits {
         Self {
             max_connections: 0,
             max_connections_per_ip: 0,
+            max_tcp_connections: 0,
+            max_tcp_connections_per_ip: 0,
             new_sessions_per_second: 0,
             new_sessions_burst: 0,
+            new_sessions_per_second_per_ip: 0,
+            new_sessions_burst_per_ip: 0,
+            per_ip_rate_buckets: 65_536,
             max_body_bytes: 1_100_000,
             max_header_bytes: 16 * 1024,
         }
@@ -767,6 +791,15 @@ impl Validate for LbConfig {
                 "limits.new_sessions_burst",
                 "must be at least 1 when new_sessions_per_second is set",
             );
+        }
+        if l.new_sessions_per_second_per_ip > 0 && l.new_sessions_burst_per_ip == 0 {
+            p.push(
+                "limits.new_sessions_burst_per_ip",
+                "must be at least 1 when new_sessions_per_second_per_ip is set",
+            );
+        }
+        if !(1..=1 << 24).contains(&l.per_ip_rate_buckets) {
+            p.push("limits.per_ip_rate_buckets", "must be 1..=16777216");
         }
         if l.max_body_bytes < 1024 {
             p.push("limits.max_body_bytes", "must be at least 1024");

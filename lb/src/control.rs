@@ -212,9 +212,10 @@ pub fn apply(lb: &Lb, new: LbConfig) -> Result<(), ApplyError> {
         || old.threads != new.threads
         || old.shutdown != new.shutdown
         || old.timeouts.client_header != new.timeouts.client_header
+        || old.limits.per_ip_rate_buckets != new.limits.per_ip_rate_buckets
     {
         tracing::warn!(
-            "listeners (other than their certificates), admin.listen, threads, shutdown and timeouts.client_header change only on restart or binary upgrade; keeping the old ones"
+            "listeners (other than their certificates), admin.listen, threads, shutdown, timeouts.client_header and limits.per_ip_rate_buckets change only on restart or binary upgrade; keeping the old ones"
         );
     }
     let certificates = lb.tls.prepare(&new.listeners)?;

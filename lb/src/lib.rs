@@ -14,12 +14,14 @@
 //!   process on binary upgrade.
 //! - [`backends`] — the backend registry, states (pending, up, draining, down) and live-session
 //!   counters.
-//! - [`limits`] — connection limits and the new-session token bucket.
+//! - [`limits`] — connection limits, the new-session token bucket, per-IP buckets;
+//!   [`accept`] — client TCP connections counted and limited from accept to close.
 //! - [`health`] — active checks; [`control`] — housekeeping, reload, handover, shutdown.
 //! - [`admin`] — the admin API; [`metrics`] — the `iogate_lb_*` metrics.
 //! - [`tls`] — certificates of TLS listeners by SNI, reloaded in place; [`redirect`] — the
 //!   HTTP → HTTPS redirect listener.
 
+pub mod accept;
 pub mod admin;
 pub mod admission;
 pub mod backends;

@@ -1,5 +1,11 @@
-//! Admission limits: concurrent connections in total and per client IP (RAII-counted), and a
-//! token bucket for new sessions.
+//! Admission limits: concurrent connections in total and per client IP (RAII-counted), a
+//! token bucket for new sessions, and per-IP token buckets in fixed memory.
+//!
+//! Per-IP state is bounded: [`ConnLimiter`] keeps an IP only while it holds a slot (so its map
+//! is never larger than the connections or sessions it counts), and [`IpBuckets`] hashes IPs
+//! with a random per-process key into a fixed array of buckets — memory does not grow with the
+//! number of addresses a client can spoof or rotate through, and nobody can aim another
+//! address at a victim's bucket without the key.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -124,6 +130,40 @@ impl TokenBucket {
     }
 }
 
+/// Token buckets per client IP in fixed memory (see the module doc).
+#[derive(Debug)]
+pub struct IpBuckets {
+    buckets: Box<[TokenBucket]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl IpBuckets {
+    /// `n` buckets (at least 1).
+    pub fn new(n: usize) -> IpBuckets {
+        IpBuckets {
+            buckets: (0..n.max(1)).map(|_| TokenBucket::default()).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// Take a token from `ip`'s bucket (see [`TokenBucket::take`]).
+    pub fn take(&self, ip: IpAddr, rate: u32, burst: u32) -> Result<(), u64> {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one(ip) as usize) % self.buckets.len();
+        self.buckets[i].take(rate, burst)
+    }
+
+    /// How many buckets there are.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Never true (at least one bucket).
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +184,26 @@ mod tests {
         );
         drop(a);
         assert!(l.acquire(Some(ip), 3, 2).is_ok());
+    }
+
+    #[test]
+    fn per_ip_buckets_keep_addresses_apart_in_fixed_memory() {
+        let b = IpBuckets::new(4096);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        assert!(b.take(a, 1, 2).is_ok());
+        assert!(b.take(a, 1, 2).is_ok());
+        assert_eq!(b.take(a, 1, 2), Err(1));
+        // Other addresses still have their burst (4096 buckets: a collision with `a` among 50
+        // addresses is possible, so count the ones that pass).
+        let passed = (2..52u8)
+            .filter(|i| b.take([10, 0, 1, *i].into(), 1, 2).is_ok())
+            .count();
+        assert!(passed >= 48, "{passed} of 50 other addresses passed");
+        // A million addresses later the memory is what it was.
+        for i in 0..1_000_000u32 {
+            let _ = b.take(IpAddr::from(i.to_be_bytes()), 1, 2);
+        }
+        assert_eq!(b.len(), 4096);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use iogate_lb::accept::AcceptFilter;
 use iogate_lb::admin::Admin;
 use iogate_lb::config::LbConfig;
 use iogate_lb::control::Control;
@@ -183,6 +184,7 @@ fn main() -> ExitCode {
         Proxy(lb.clone()),
         "iogate-lb proxy",
     );
+    proxy.set_connection_filter(Arc::new(AcceptFilter(lb.clone())));
     let mut redirects = Vec::new();
     for l in &cfg.listeners {
         if let Some(port) = l.redirect_to_https {

@@ -8,13 +8,17 @@ use crate::backends::BackendState;
 use crate::select::Via;
 
 /// Every `reason` label of `iogate_lb_rejected_total` (see [`crate::admission`]).
-pub const REJECT_REASONS: [&str; 8] = [
+pub const REJECT_REASONS: [&str; 12] = [
     "blocked_path",
     "header_too_large",
     "body_too_large",
     "max_connections",
     "max_connections_per_ip",
+    "tcp_connections",
+    "tcp_connections_per_ip",
     "sid_table_full",
+    "sid_table_full_per_ip",
+    "new_session_rate_per_ip",
     "new_session_rate",
     "no_backend",
 ];
@@ -56,6 +60,8 @@ pub struct LbMetrics {
     pub rejected: IntCounterVec,
     /// Config reloads by result.
     pub reloads: IntCounterVec,
+    /// Open client TCP connections (accepted, not yet closed).
+    pub client_connections: IntGauge,
     /// notAfter of each TLS listener's certificates (seconds since the epoch), by listener
     /// address and the certificate's first name.
     pub certificate_expiry: IntGaugeVec,
@@ -234,6 +240,11 @@ impl LbMetrics {
                 "iogate_lb_config_reloads_total",
                 "Config reloads by result.",
                 &["result"],
+            )?,
+            client_connections: m::gauge(
+                reg,
+                "iogate_lb_client_connections",
+                "Open client TCP connections (idle keep-alive and header-reading ones included).",
             )?,
             certificate_expiry: m::gauge_vec(
                 reg,

@@ -70,6 +70,8 @@ pub struct Ctx {
     body_seen: usize,
     /// The client connection is TLS (the stickiness cookie gets `Secure`).
     tls: bool,
+    /// The client IP's share of the sid table, for the entry this handshake creates.
+    sid_owner: Option<ConnSlot>,
 }
 
 /// Whether the client reached us over TLS.
@@ -155,11 +157,13 @@ impl Proxy {
                 if !self.any_ready() {
                     return Err(Reject::no_backend());
                 }
-                admission::admit_new_session(
+                ctx.sid_owner = admission::admit_new_session(
                     &self.sids,
-                    &self.bucket,
+                    &self.gate,
                     &cfg.limits,
+                    cfg.engineio.sid_table_max_per_ip,
                     ctx.eio.websocket,
+                    client_ip(session),
                 )?;
             }
             // Outside the Engine.IO path (or stickiness off): balanced like a new session.
@@ -245,6 +249,7 @@ impl ProxyHttp for Proxy {
             _slot: None,
             body_seen: 0,
             tls: false,
+            sid_owner: None,
         }
     }
 
@@ -419,7 +424,7 @@ impl ProxyHttp for Proxy {
             let margin = self.config.load().engineio.idle_margin;
             if self
                 .sids
-                .insert(&open.sid, b, open.heartbeat + margin)
+                .insert_owned(&open.sid, b, open.heartbeat + margin, ctx.sid_owner.take())
                 .is_err()
             {
                 self.metrics

@@ -26,6 +26,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::backends::Backend;
+use crate::limits::ConnSlot;
 
 const SHARDS: usize = 32;
 
@@ -75,6 +76,9 @@ struct Entry {
     last_seen: Instant,
     ttl: Duration,
     state: State,
+    /// The client IP's share of `engineio.sid_table_max_per_ip`, held while the entry lives
+    /// (none for entries routed by tag or cookie, or handed over in an upgrade).
+    _owner: Option<ConnSlot>,
 }
 
 impl Entry {
@@ -189,7 +193,34 @@ impl SidTable {
         backend: Arc<Backend>,
         ttl: Duration,
     ) -> Result<(), InsertError> {
-        self.put(sid, backend, ttl, State::Polling, Instant::now(), true)
+        self.put(
+            sid,
+            backend,
+            ttl,
+            State::Polling,
+            Instant::now(),
+            true,
+            None,
+        )
+    }
+
+    /// [`Self::insert`], the entry holding `owner` (its client IP's slot) while it lives.
+    pub fn insert_owned(
+        &self,
+        sid: &str,
+        backend: Arc<Backend>,
+        ttl: Duration,
+        owner: Option<ConnSlot>,
+    ) -> Result<(), InsertError> {
+        self.put(
+            sid,
+            backend,
+            ttl,
+            State::Polling,
+            Instant::now(),
+            true,
+            owner,
+        )
     }
 
     /// Record a session routed without an entry (by its tag or cookie) once its backend answered
@@ -200,7 +231,15 @@ impl SidTable {
         backend: Arc<Backend>,
         ttl: Duration,
     ) -> Result<(), InsertError> {
-        self.put(sid, backend, ttl, State::Polling, Instant::now(), false)
+        self.put(
+            sid,
+            backend,
+            ttl,
+            State::Polling,
+            Instant::now(),
+            false,
+            None,
+        )
     }
 
     /// Take over an entry exported by another process (upgrade handover).
@@ -213,9 +252,10 @@ impl SidTable {
         let last_seen = Instant::now()
             .checked_sub(e.idle)
             .unwrap_or_else(Instant::now);
-        self.put(&e.sid, backend, e.ttl, state, last_seen, true)
+        self.put(&e.sid, backend, e.ttl, state, last_seen, true, None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn put(
         &self,
         sid: &str,
@@ -224,6 +264,7 @@ impl SidTable {
         state: State,
         last_seen: Instant,
         replace: bool,
+        owner: Option<ConnSlot>,
     ) -> Result<(), InsertError> {
         let mut shard = self.shard(sid);
         if let Some(e) = shard.get_mut(sid)
@@ -240,6 +281,7 @@ impl SidTable {
             last_seen,
             ttl,
             state,
+            _owner: owner,
         };
         if entry.counted() {
             entry.backend.add_polling(1);
@@ -375,6 +417,25 @@ mod tests {
         )
         .expect("valid");
         r.configured()[0].clone()
+    }
+
+    #[test]
+    fn an_entry_holds_its_ip_share_until_it_expires_or_is_removed() {
+        let b = backend();
+        let t = SidTable::new(10);
+        let owners = Arc::new(crate::limits::ConnLimiter::default());
+        let ip: std::net::IpAddr = [10, 0, 0, 1].into();
+        let share = || owners.acquire(Some(ip), 0, 2);
+        t.insert_owned("s1", b.clone(), Duration::from_millis(50), share().ok())
+            .expect("room");
+        t.insert_owned("s2", b.clone(), Duration::from_secs(60), share().ok())
+            .expect("room");
+        assert!(share().is_err(), "two entries hold the IP's share");
+        assert_eq!(t.expire(Instant::now() + Duration::from_millis(100)), 1);
+        let again = share().expect("the expired entry freed one");
+        drop(again);
+        t.remove("s2");
+        assert_eq!(owners.total(), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::admission::Reject;
 use crate::backends::{Backend, BadAddress, Registry};
 use crate::config::{HashKey, LbConfig, Policy, StickyMode};
 use crate::handover::HandoverGate;
-use crate::limits::{ConnLimiter, TokenBucket};
+use crate::limits::ConnLimiter;
 use crate::metrics::LbMetrics;
 use crate::request;
 use crate::select::hashing::HashRing;
@@ -36,8 +36,10 @@ pub struct Lb {
     pub metrics: LbMetrics,
     /// Connection limits.
     pub conns: Arc<ConnLimiter>,
-    /// New-session rate limit.
-    pub bucket: TokenBucket,
+    /// New-session rate limits and each client IP's share of the sid table.
+    pub gate: crate::admission::SessionGate,
+    /// Open client TCP connections, total and per IP (counted from accept to close).
+    pub tcp_conns: Arc<ConnLimiter>,
     /// Consistent-hash ring over ready backends.
     pub ring: HashRing,
     /// The certificates of the TLS listeners.
@@ -56,6 +58,7 @@ impl Lb {
     pub fn new(cfg: LbConfig, metrics: LbMetrics) -> Result<Lb, BadAddress> {
         let registry = Arc::new(Registry::new(&cfg.upstreams, !cfg.health.active.enabled)?);
         let sids = Arc::new(SidTable::new(cfg.engineio.sid_table_max));
+        let buckets = cfg.limits.per_ip_rate_buckets;
         let lb = Lb {
             registry,
             sids,
@@ -63,7 +66,8 @@ impl Lb {
             config: ArcSwap::from_pointee(cfg),
             metrics,
             conns: Arc::new(ConnLimiter::default()),
-            bucket: TokenBucket::default(),
+            gate: crate::admission::SessionGate::new(buckets),
+            tcp_conns: Arc::new(ConnLimiter::default()),
             ring: HashRing::default(),
             tls: crate::tls::TlsListeners::default(),
             handover: HandoverGate::open(),

@@ -27,6 +27,7 @@
 //!
 //! When the feature is disabled, a no-op implementation is provided for API compatibility.
 
+use crate::upstreams::peer::Tracer;
 use async_trait::async_trait;
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -91,6 +92,19 @@ pub trait ConnectionFilter: Debug + Send + Sync {
     ///
     async fn should_accept(&self, _addr: Option<&SocketAddr>) -> bool {
         true
+    }
+
+    /// iogate patch: decide, and attach a [`Tracer`] to the accepted connection, in one step.
+    /// `Err(())` refuses the connection (it is closed at once); `Ok(Some(tracer))` becomes the
+    /// stream's `tracer`, dropped when the connection closes — so a filter can count live
+    /// connections (take a slot here, free it in the tracer's `Drop`). The default asks
+    /// [`Self::should_accept`] and attaches nothing.
+    async fn accept_traced(&self, addr: Option<&SocketAddr>) -> Result<Option<Tracer>, ()> {
+        if self.should_accept(addr).await {
+            Ok(None)
+        } else {
+            Err(())
+        }
     }
 }
 

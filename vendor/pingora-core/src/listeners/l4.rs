@@ -468,25 +468,18 @@ impl ListenerEndpoint {
                     .await
                     .or_err(AcceptError, "Fail to accept()")?;
 
-                // Performance: nested if-let avoids cloning/allocations on each connection accept
-                let should_accept = if let Some(digest) = stream.get_socket_digest() {
-                    if let Some(peer_addr) = digest.peer_addr() {
-                        self.connection_filter
-                            .should_accept(peer_addr.as_inet())
-                            .await
-                    } else {
-                        // No peer address available - accept by default
-                        true
+                // iogate patch: accept_traced decides and may attach a tracer that lives as
+                // long as the connection (see ConnectionFilter::accept_traced).
+                let peer = stream
+                    .get_socket_digest()
+                    .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()));
+                match self.connection_filter.accept_traced(peer.as_ref()).await {
+                    Ok(tracer) => stream.tracer = tracer,
+                    Err(()) => {
+                        debug!("Connection rejected by filter");
+                        drop(stream);
+                        continue;
                     }
-                } else {
-                    // No socket digest available - accept by default
-                    true
-                };
-
-                if !should_accept {
-                    debug!("Connection rejected by filter");
-                    drop(stream);
-                    continue;
                 }
 
                 self.apply_stream_settings(&mut stream)?;
