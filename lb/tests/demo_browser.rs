@@ -35,7 +35,10 @@ fn two_pages_on_different_nodes_exchange_messages() {
         .collect();
     iogate_testkit::wait_bus_up(&nodes);
     let ups: Vec<(&str, u16)> = nodes.iter().map(|n| (n.id.as_str(), n.port)).collect();
-    let lb = Lb::start(port, admin, &lb_yaml(port, admin, &ups, ""), true);
+    // As config/local/lb.yaml: the page's backend panel reads /demo/backends through the LB
+    // (blocked by default with the nodes' other operational paths).
+    let extra = "exposure:\n  blocked_paths: [/metrics, /readyz, /healthz]\n";
+    let lb = Lb::start(port, admin, &lb_yaml(port, admin, &ups, extra), true);
 
     // The page and the client bundle come through the LB.
     let (code, body) = iogate_testkit::http_get(port, "/").expect("GET /");

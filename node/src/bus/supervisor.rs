@@ -31,6 +31,10 @@ pub fn spawn(driver: &BusDriver, down_after: Duration, shutdown: watch::Receiver
 
 async fn run(shared: Arc<Shared>, down_after: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut reconnect_rx = shared.client.reconnect_rx();
+    let mut error_rx = shared.client.error_rx();
+    // The last connection error logged: a wrong password or an unreachable host is logged
+    // once per distinct error, not at every retry.
+    let mut last_error: Option<String> = None;
     let mut handle = shared.client.connect();
     let mut ever_up = false;
     let mut ticker = tokio::time::interval(TICK);
@@ -46,6 +50,20 @@ async fn run(shared: Arc<Shared>, down_after: Duration, mut shutdown: watch::Rec
                 // A reconnect may have lost subscriptions even if we never saw a disconnect.
                 shared.resubscribe.store(true, Ordering::Release);
             }
+            e = error_rx.recv() => {
+                match e {
+                    Ok((error, server)) => {
+                        let text = error.to_string();
+                        if last_error.as_deref() != Some(text.as_str()) {
+                            tracing::error!(error = %text, server = ?server.map(|s| s.to_string()),
+                                "Redis connection error (retrying with backoff)");
+                            last_error = Some(text);
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => error_rx = shared.client.error_rx(),
+                }
+            }
             _ = ticker.tick() => {}
             _ = shutdown.changed() => {}
         }
@@ -60,6 +78,7 @@ async fn run(shared: Arc<Shared>, down_after: Duration, mut shutdown: watch::Rec
         if connected && (state != BusState::Up || needs_resub) {
             if restore(&shared).await {
                 shared.resubscribe.store(false, Ordering::Release);
+                last_error = None;
                 if state != BusState::Up {
                     came_back(&shared, ever_up);
                     ever_up = true;
