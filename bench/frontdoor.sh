@@ -5,7 +5,7 @@
 #
 #   bench/frontdoor.sh [ECHO_CLIENTS=1000] [IDLE_CLIENTS=10000] [SECONDS=20]
 #   bench/frontdoor.sh 50 200 3        # smoke run (CI)
-#   PARTS=c bench/frontdoor.sh         # only part (c); PARTS=a,b,c,d is the default
+#   PARTS=c bench/frontdoor.sh         # only part (c); PARTS=a,b,c,d,t is the default
 #
 # (a) echo: ECHO_CLIENTS WebSocket clients, 2 acked echoes/s each: RTT p50/p99 and the part the
 #     proxy adds over going direct; the proxy's CPU seconds and RSS.
@@ -19,6 +19,12 @@
 #     `sticky`: a map from the cookie to one-server upstreams), HAProxy with `cookie … insert`,
 #     iogate-lb by learning the Engine.IO sid (no cookie). nginx without stickiness is run too,
 #     to show what the cookie is for.
+# (t) TLS termination: the three proxies terminate TLS with the same certificate (ECDSA P-256,
+#     TLS 1.3 negotiated; nginx and HAProxy with OpenSSL, iogate-lb with rustls): ECHO_CLIENTS
+#     wss clients echoing as in (a) (RTT, added over plain direct, proxy CPU), then new wss
+#     sessions at TLS_CHURN_RATE/s, each a full TLS handshake (the load generator resumes no
+#     session, as distinct browsers would not): achieved rate, handshake p50/p99, proxy CPU per
+#     new session.
 # Installs nginx and haproxy from Debian packages when missing (needs root).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -31,11 +37,22 @@ CHURN_RATES=${CHURN_RATES:-"100 200 500 1000 2000 4000"}
 # A proxied session costs the proxy two descriptors (client + upstream).
 IDLE_N=$(cap_to_fds "$IDLE_N" $(( FDS / 2 - 500 )))
 out_dir /tmp/iogate-frontdoor
-need nginx:nginx haproxy:haproxy redis-server:redis-server curl:curl python3:python3 ss:iproute2
+need nginx:nginx haproxy:haproxy redis-server:redis-server curl:curl python3:python3 ss:iproute2 openssl:openssl
+TLS_CHURN_RATE=${TLS_CHURN_RATE:-500}
+# One certificate for every proxy's TLS listener (part t); TLS=1 makes start_proxy use it.
+TLS=0
+TLS_DIR="$OUT/tls"
+mkdir -p "$TLS_DIR"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost" -addext "basicConstraints=critical,CA:FALSE" \
+  -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/haproxy.pem"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 bench_build iogate-node iogate-lb iogate-loadtest
-md_open frontdoor "bench/frontdoor.sh $*"
+# PARTS=t alone records as its own section (frontdoor-tls), so the full run's tables stay.
+PARTS=${PARTS:-a,b,c,d,t}
+if [ "$PARTS" = t ]; then md_open frontdoor-tls "PARTS=t bench/frontdoor.sh $*"; else md_open frontdoor "bench/frontdoor.sh $*"; fi
 md "Versions: iogate-lb $("$BIN/iogate-lb" --version | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | awk '{print $1, $3}')." ""
 
 start_redis
@@ -49,6 +66,7 @@ start_proxy() {
   PORT=$(free_port)
   case $1 in
     iogate-lb)
+      if [ "$TLS" = 1 ]; then LB_ARGS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem"); else LB_ARGS=(); fi
       start_lb "$PORT" "$N1" "$N2"
       PROXY_PID=$LB_PID ;;
     nginx|nginx-nosticky)
@@ -61,6 +79,11 @@ start_proxy() {
         # later requests carrying the cookie go to a group of that one server.
         pass='http://$sticky'
         cookie='add_header Set-Cookie "srv=$backend_name; Path=/; HttpOnly" always;'
+      fi
+      local listen="listen 127.0.0.1:$PORT;"
+      if [ "$TLS" = 1 ]; then
+        # What nginx's docs recommend for HTTPS servers: a shared session cache.
+        listen="listen 127.0.0.1:$PORT ssl; ssl_certificate $TLS_DIR/cert.pem; ssl_certificate_key $TLS_DIR/key.pem; ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m;"
       fi
       cat >"$conf/nginx.conf" <<CONF
 worker_processes 2;
@@ -77,7 +100,7 @@ http {
   # plain requests (an empty value drops the header), "upgrade" on WebSocket handshakes.
   map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
-    listen 127.0.0.1:$PORT;
+    $listen
     location / {
       proxy_pass $pass;
       proxy_http_version 1.1;
@@ -105,7 +128,7 @@ defaults
   timeout server 600s
   timeout tunnel 600s
 frontend fe
-  bind 127.0.0.1:$PORT
+  bind 127.0.0.1:$PORT$( [ "$TLS" = 1 ] && echo " ssl crt $TLS_DIR/haproxy.pem" )
   default_backend be
 backend be
   balance leastconn
@@ -135,8 +158,7 @@ lat() { jget "$1" "'%.3f' % d['accounting']['latency_ms']['$2']"; }
 fails() { jget "$1" "sum(d['accounting']['failures'].values())"; }
 
 # What the ratio table at the end compares, per proxy.
-declare -A A_ADD50 A_CPU B_KIB CMAX CP99 C_US D_P99 D_CPU
-PARTS=${PARTS:-a,b,c,d}
+declare -A A_ADD50 A_CPU B_KIB CMAX CP99 C_US D_P99 D_CPU T_ADD50 T_CPU T_P99 T_US
 if [[ $PARTS == *a* ]]; then
   echo "== (a) echo: $ECHO_N WebSocket clients" >&2
   md "### (a) $ECHO_N WebSocket clients, 2 acked echoes/s each, ${SECS} s" "" \
@@ -246,6 +268,44 @@ if [[ $PARTS == *d* ]]; then
   md ""
 fi
 
+if [[ $PARTS == *t* ]]; then
+  echo "== (t) TLS termination: $ECHO_N wss clients, then new wss sessions at $TLS_CHURN_RATE/s" >&2
+  md "### (t) TLS termination: $ECHO_N wss clients, 2 acked echoes/s each, ${SECS} s; then new wss sessions at $TLS_CHURN_RATE/s ($CHURN_N clients churned, full handshakes)" "" \
+     "| | RTT p50 | RTT p99 | added over plain direct (p50 / p99) | proxy CPU (echo) | new sessions/s achieved | TLS+WebSocket handshake p50 / p99 | connect failures | proxy CPU per new session |" \
+     "|---|---|---|---|---|---|---|---|---|"
+  [ -n "${d50:-}" ] || { loadtest "${DIRECT[@]}" --scenario echo --clients "$ECHO_N" --connect-rate 1000 --rate 2 \
+    --duration "${SECS}s" --json "$OUT/direct-echo.json"; d50=$(lat "$OUT/direct-echo.json" p50); d99=$(lat "$OUT/direct-echo.json" p99); }
+  TLS=1
+  for proxy in iogate-lb nginx haproxy; do
+    start_proxy "$proxy"
+    turl=(--url "https://localhost:$PORT" --ca "$TLS_DIR/cert.pem")
+    c0=$(ticks "$PROXY_PID")
+    f="$OUT/$proxy-tls-echo.json"
+    loadtest "${turl[@]}" --scenario echo --clients "$ECHO_N" --connect-rate 500 --rate 2 \
+      --duration "${SECS}s" --json "$f" || true
+    c1=$(ticks "$PROXY_PID")
+    g="$OUT/$proxy-tls-churn.json"
+    loadtest "${turl[@]}" --scenario churn --clients "$CHURN_N" --connect-rate 1000 --rate "$TLS_CHURN_RATE" \
+      --duration "${SECS}s" --local-addrs 8 --json "$g" || true
+    c2=$(ticks "$PROXY_PID")
+    stop_proxy
+    [ -s "$f" ] && [ -s "$g" ] || { md "| $proxy | loadtest failed | | | | | | | |"; continue; }
+    achieved=$(jget "$g" "round((d['connects'] - d['clients']) / $SECS)")
+    T_ADD50[$proxy]=$(awk -v a="$(lat "$f" p50)" -v d="$d50" 'BEGIN { print a - d }')
+    T_CPU[$proxy]=$(awk -v c="$(( c1 - c0 ))" -v hz="$HZ" 'BEGIN { print c / hz }')
+    T_P99[$proxy]=$(jget "$g" "d['accounting']['connect_ms']['p99']")
+    T_US[$proxy]=$(awk -v c="$(( c2 - c1 ))" -v hz="$HZ" -v a="$achieved" -v s="$SECS" 'BEGIN { print (a > 0 ? c / hz * 1e6 / (a * s) : 0) }')
+    md "$(awk -v n="$proxy" -v a="$(lat "$f" p50)" -v b="$(lat "$f" p99)" -v da="$d50" -v db="$d99" \
+      -v c="$(( c1 - c0 ))" -v hz="$HZ" -v ach="$achieved" -v h50="$(jget "$g" "d['accounting']['connect_ms']['p50']")" \
+      -v h99="${T_P99[$proxy]}" -v nf="$(( $(fails "$f") + $(fails "$g") ))" -v us="${T_US[$proxy]}" \
+      'BEGIN { printf "| %s | %.3f ms | %.3f ms | %+.3f / %+.3f ms | %.2f s | %d | %.2f / %.2f ms | %d | %.0f µs |", n, a, b, a-da, b-db, c/hz, ach, h50, h99, nf, us }')"
+    for _ in $(seq 1 100); do [ "$(established "$N1" "$N2")" -eq 0 ] && break; sleep 0.2; done
+    sleep 2
+  done
+  TLS=0
+  md ""
+fi
+
 # Ratios: iogate-lb ÷ nginx and iogate-lb ÷ HAProxy for every measured quantity (lower is better
 # for all of them except the new-session rate).
 ratio_row() { # label, key of array name, unit
@@ -264,6 +324,10 @@ ratio_row "(c) max sustained new sessions/s" CMAX /s
 ratio_row "(c) proxy CPU per new session" C_US µs
 ratio_row "(d) polling RTT p99" D_P99 ms
 ratio_row "(d) proxy CPU, polling" D_CPU s
+ratio_row "(t) TLS: added RTT p50" T_ADD50 ms
+ratio_row "(t) TLS: proxy CPU, echo" T_CPU s
+ratio_row "(t) TLS: handshake p99" T_P99 ms
+ratio_row "(t) TLS: proxy CPU per new session" T_US µs
 md ""
 md_record
 echo "results in $MD" >&2

@@ -26,15 +26,20 @@ OUT="$base/loadtest-efficiency" bench/loadtest-efficiency.sh 100 2 >/dev/null
 check loadtest-efficiency "^\| iogate-loadtest \| 100 \|" "^\| socket.io-client \(Node.js\) \| 100 \|"
 
 echo "==> bench smoke: frontdoor"
-OUT="$base/frontdoor" CHURN_RATES="20 40" bench/frontdoor.sh 40 100 2 >/dev/null
+OUT="$base/frontdoor" CHURN_RATES="20 40" TLS_CHURN_RATE=20 bench/frontdoor.sh 40 100 2 >/dev/null
 check frontdoor "^\| iogate-lb \| [0-9.]+ ms" "^\| nginx \| [0-9.]+ ms" "^\| haproxy \| [0-9.]+ ms" \
   "^\| iogate-lb \| 100 \|" "^\| haproxy \| 20 \|" "^\| iogate-lb \| Engine.IO sid learned, no cookie \| 20 \| 0 \|" \
-  "^\| haproxy \| cookie insert \| 20 \| 0 \|" "^\| nginx \| cookie set by nginx \(map\) \| 20 \| 0 \|"
+  "^\| haproxy \| cookie insert \| 20 \| 0 \|" "^\| nginx \| cookie set by nginx \(map\) \| 20 \| 0 \|" \
+  "^### \(t\) TLS termination" "^\| \(t\) TLS: proxy CPU per new session \| [0-9.]+ µs \| [0-9.]+ µs \| [0-9.]+ µs \|"
 
 echo "==> bench smoke: cluster"
 OUT="$base/cluster" RATES="2 5" bench/cluster.sh 40 2 100 5 >/dev/null
 check cluster "^\| iogate \| 2 \| [0-9]+ \|" "^\| iogate-recovery \| 2 \| [0-9]+ \|" "^\| socketio \| 2 \| [0-9]+ \|" \
   "memory per idle client" "^\| Redis memory per tracked message \| \| [0-9]+ bytes"
+echo "==> bench smoke: slowloris"
+OUT="$base/slowloris" bench/slowloris.sh 200 20 3 >/dev/null
+check slowloris "closed by the LB: 200 of 200 opened" "^\| open client connections at the peak \(iogate_lb_client_connections\) \| [0-9]+ \|" \
+  "^\| closed after their first byte: min / p50 / p99 / max \| [0-9.]+ / "
 echo "==> bench smoke: continuity"
 OUT="$base/continuity" bench/continuity.sh 6 >/dev/null
 check continuity "^\| SIGTERM one node \(paced drain\) \| 200 \| 0 \|" "^\| binary upgrade \(-u \+ SIGQUIT\) \| 300 \| 0 \|" \

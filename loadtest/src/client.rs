@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::cookies::CookieJar;
 use crate::protocol::{self, EioPacket, SEPARATOR, SioPacket};
@@ -46,6 +46,8 @@ pub struct Target {
     pub path: String,
     /// Extra query string (without `?`), e.g. `room=a`.
     pub query: String,
+    /// `https://` / `wss://`: TLS (the URL's host is the SNI name and the name checked).
+    pub tls: bool,
 }
 
 /// What a client hears.
@@ -55,6 +57,56 @@ pub enum Inbound {
     Packet(SioPacket),
     /// The session ended (reason).
     Closed(String),
+}
+
+/// The CA certificates a run trusts for `https://` and `wss://` targets (`--ca`).
+#[derive(Clone)]
+pub struct TlsTrust {
+    /// For WebSocket connects: ring provider, TLS 1.2 and 1.3, ALPN http/1.1.
+    pub connector: Connector,
+    /// For the polling HTTP clients.
+    pub certs: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for TlsTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTrust")
+            .field("certs", &self.certs.len())
+            .finish()
+    }
+}
+
+impl TlsTrust {
+    /// Trust the CA certificates in `pem` (PEM, one or more).
+    pub fn from_pem(pem: &[u8]) -> Result<TlsTrust, String> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("holds no certificate".into());
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Every connect is a full handshake, as from distinct browsers: a resumed session would
+        // measure the server's session cache, not its handshakes.
+        config.resumption = rustls::client::Resumption::disabled();
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
+        Ok(TlsTrust {
+            connector: Connector::Rustls(Arc::new(config)),
+            certs,
+        })
+    }
 }
 
 /// Why a connect failed (low-cardinality reason for the summary, plus detail).
@@ -122,6 +174,8 @@ pub struct ClientOptions {
     /// This client's cookie jar (`--cookies`); `None` sends no cookies, like socket.io-client in
     /// Node.js by default.
     pub cookies: Option<Arc<CookieJar>>,
+    /// The CA trusted for `wss://` targets (`--ca`); `None`: the webpki roots.
+    pub tls: Option<TlsTrust>,
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -157,7 +211,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn ws_open(t: &Target, o: &ClientOptions, sid: Option<&str>) -> Result<Ws, ConnectError> {
     let stream = tcp(t.addr, o.local_addr).await?;
-    let mut req = eio_url("ws", "websocket", t, sid)
+    let mut req = eio_url(true, t, sid)
         .into_client_request()
         .map_err(|e| ConnectError::new("handshake", e))?;
     if let Some(c) = o.cookies.as_ref().and_then(|j| j.header())
@@ -165,12 +219,22 @@ async fn ws_open(t: &Target, o: &ClientOptions, sid: Option<&str>) -> Result<Ws,
     {
         req.headers_mut().insert(http::header::COOKIE, v);
     }
-    let (ws, resp) = tokio_tungstenite::client_async_with_config(
-        req,
-        MaybeTlsStream::Plain(stream),
-        Some(ws_config()),
-    )
-    .await
+    let (ws, resp) = if t.tls {
+        tokio_tungstenite::client_async_tls_with_config(
+            req,
+            stream,
+            Some(ws_config()),
+            o.tls.as_ref().map(|t| t.connector.clone()),
+        )
+        .await
+    } else {
+        tokio_tungstenite::client_async_with_config(
+            req,
+            MaybeTlsStream::Plain(stream),
+            Some(ws_config()),
+        )
+        .await
+    }
     .map_err(|e| ConnectError::new("handshake", e))?;
     if let Some(j) = &o.cookies {
         j.store(resp.headers());
@@ -198,11 +262,18 @@ async fn ws_next_text(ws: &mut Ws) -> Result<String, ConnectError> {
 }
 
 fn poll_url(t: &Target, sid: Option<&str>) -> String {
-    eio_url("http", "polling", t, sid)
+    eio_url(false, t, sid)
 }
 
-/// `scheme://host/path?EIO=4&transport=…[&sid=…][&extra query]`.
-fn eio_url(scheme: &str, transport: &str, t: &Target, sid: Option<&str>) -> String {
+/// `scheme://host/path?EIO=4&transport=…[&sid=…][&extra query]`: `ws`/`wss` for the WebSocket
+/// transport, `http`/`https` for polling.
+fn eio_url(websocket: bool, t: &Target, sid: Option<&str>) -> String {
+    let (scheme, transport) = match (websocket, t.tls) {
+        (true, false) => ("ws", "websocket"),
+        (true, true) => ("wss", "websocket"),
+        (false, false) => ("http", "polling"),
+        (false, true) => ("https", "polling"),
+    };
     let mut url = format!(
         "{scheme}://{}{}?EIO=4&transport={transport}",
         t.host, t.path

@@ -90,6 +90,10 @@ struct Cli {
     /// Thresholds, e.g. "loss=0,p99<50ms,connected>=99.9%": exit 1 when one fails.
     #[arg(long = "assert")]
     assert_spec: Option<String>,
+    /// Trust the CA certificate(s) in this PEM file for https:// and wss:// URLs (a private or
+    /// self-signed CA), like curl's --cacert. Without it the webpki roots are trusted.
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// Hide the live progress even on a TTY.
     #[arg(long)]
     quiet: bool,
@@ -100,11 +104,13 @@ struct Cli {
 
 fn target(url: &str) -> anyhow::Result<Target> {
     let u = url::Url::parse(url).with_context(|| format!("bad --url {url}"))?;
-    if u.scheme() != "http" {
-        bail!("--url must be http:// (TLS is not supported yet)");
-    }
+    let tls = match u.scheme() {
+        "http" | "ws" => false,
+        "https" | "wss" => true,
+        other => bail!("--url {url}: scheme {other} is not http(s):// or ws(s)://"),
+    };
     let host = u.host_str().context("--url needs a host")?.to_string();
-    let port = u.port_or_known_default().unwrap_or(80);
+    let port = u.port().unwrap_or(if tls { 443 } else { 80 });
     let addr: SocketAddr = (host.as_str(), port)
         .to_socket_addrs()
         .with_context(|| format!("resolving {host}"))?
@@ -122,6 +128,7 @@ fn target(url: &str) -> anyhow::Result<Target> {
         host: format!("{host}:{port}"),
         path,
         query: u.query().unwrap_or("").to_string(),
+        tls,
     })
 }
 
@@ -189,6 +196,17 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         drain: cli.drain,
         cookies: cli.cookies,
         recovery: cli.recovery,
+        ca: match &cli.ca {
+            None => None,
+            Some(path) => {
+                let pem =
+                    std::fs::read(path).with_context(|| format!("--ca {}", path.display()))?;
+                Some(
+                    iogate_loadtest::client::TlsTrust::from_pem(&pem)
+                        .map_err(|e| anyhow::anyhow!("--ca {}: {e}", path.display()))?,
+                )
+            }
+        },
     };
     let live = !cli.quiet && std::io::stderr().is_terminal();
     let mut summaries = Vec::new();

@@ -111,6 +111,8 @@ pub struct Env {
     /// Speak Socket.IO connection state recovery, as socket.io-client does: keep the session's
     /// `pid` and the offset of the last event processed, and send both when reconnecting.
     pub recovery: bool,
+    /// `--ca`: the CA certificate(s) trusted for https:// and wss:// targets.
+    pub ca: Option<crate::client::TlsTrust>,
 }
 
 /// A time-series point for the report.
@@ -198,6 +200,9 @@ pub async fn run_phase(
             let mut b = reqwest::Client::builder()
                 .pool_max_idle_per_host(usize::MAX)
                 .tcp_nodelay(true);
+            for cert in env.ca.iter().flat_map(|t| t.certs.iter()) {
+                b = b.add_root_certificate(cert.clone());
+            }
             if let Some(ip) = a {
                 b = b.local_address(*ip);
             }
@@ -371,6 +376,7 @@ async fn client_task(run: Arc<Run>, i: usize, local: Option<IpAddr>, http: reqwe
             .env
             .cookies
             .then(|| Arc::new(crate::cookies::CookieJar::default())),
+        tls: run.env.ca.clone(),
     };
     let auth = if run.phase.scenario == Scenario::Room {
         json!({ "room": run.room_name(i) })

@@ -400,3 +400,73 @@ fn html_report_is_self_contained() {
     );
     assert!(!html.contains("<script src") && !html.contains("<link"));
 }
+
+#[test]
+fn speaks_https_and_wss_through_a_tls_lb_trusting_only_the_given_ca() {
+    let _serial = iogate_testkit::heavy();
+    let c = cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = iogate_testkit::TestCert::generate(dir.path(), "lb", &["localhost"]);
+    let other = iogate_testkit::TestCert::generate(dir.path(), "other", &["localhost"]);
+    let (port, admin) = (iogate_testkit::free_port(), iogate_testkit::free_port());
+    let (crt, key) = (
+        cert.cert.to_string_lossy().to_string(),
+        cert.key.to_string_lossy().to_string(),
+    );
+    let _lb = iogate_testkit::Lb::start_quick_with(
+        port,
+        admin,
+        &[c.nodes[0].port, c.nodes[1].port],
+        &["--tls-cert", &crt, "--tls-key", &key],
+    );
+    let url = format!("https://localhost:{port}");
+    for transport in ["websocket", "polling", "upgrade"] {
+        let (code, s, err) = loadtest(&[
+            "--url",
+            &url,
+            "--ca",
+            &crt,
+            "--transport",
+            transport,
+            "--scenario",
+            "broadcast",
+            "--clients",
+            "20",
+            "--duration",
+            "2s",
+            "--rate",
+            "2",
+        ]);
+        assert_eq!(code, 0, "{transport}: {err}");
+        assert_eq!(s["connected_peak"].as_u64(), Some(20), "{transport}: {s}");
+        assert!(acc(&s, "expected") >= 20 * 20, "{transport}: {s}");
+        assert_eq!(acc(&s, "received"), acc(&s, "expected"), "{transport}: {s}");
+    }
+    // Another CA: every connect fails on the certificate, none succeeds.
+    let wrong = other.cert.to_string_lossy().to_string();
+    let (_, s, err) = loadtest(&[
+        "--url",
+        &url,
+        "--ca",
+        &wrong,
+        "--scenario",
+        "idle",
+        "--clients",
+        "5",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(s["connected_peak"].as_u64(), Some(0), "{s} {err}");
+    assert!(
+        s["accounting"]["failures"].as_object().is_some_and(|f| f
+            .values()
+            .filter_map(|v| v.as_u64())
+            .sum::<u64>()
+            >= 5),
+        "every connect failed: {s}"
+    );
+    // A --ca that is not a certificate is refused at start, naming the file.
+    let (code, _, err) = loadtest(&["--url", &url, "--ca", &key, "--duration", "1s"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--ca") && err.contains("lb.key"), "{err}");
+}

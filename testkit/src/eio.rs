@@ -162,6 +162,20 @@ impl Ws {
             .expect("websocket send");
     }
 
+    /// Send a text frame; false when the connection is gone (a hostile client's sends may
+    /// fail once the server closed it).
+    pub fn try_send(&mut self, text: &str) -> bool {
+        self.sock.send(Message::text(text.to_string())).is_ok()
+    }
+
+    /// Send a text frame whose payload is `bytes` as is, valid UTF-8 or not.
+    pub fn send_raw_text(&mut self, bytes: &[u8]) -> bool {
+        use tungstenite::protocol::frame::Frame as WsFrame;
+        use tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = WsFrame::message(bytes.to_vec(), OpCode::Data(Data::Text), true);
+        self.sock.send(Message::Frame(frame)).is_ok()
+    }
+
     /// Send a binary frame.
     pub fn send_binary(&mut self, data: &[u8]) {
         self.sock

@@ -199,6 +199,11 @@ impl Lb {
         self.child.signal(sig);
     }
 
+    /// The LB's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.child.rss_kib()
+    }
+
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait()
     }

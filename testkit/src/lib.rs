@@ -32,3 +32,13 @@ pub use tls::{CurlReply, TestCert, curl};
 pub fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
 }
+
+/// The proptest configuration of every property test: 256 cases a property; a failure is
+/// reported with its minimal input, not saved to files in the source tree.
+pub fn proptest_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: 256,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}

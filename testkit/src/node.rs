@@ -157,6 +157,11 @@ impl Node {
         self.child.signal(sig);
     }
 
+    /// The node's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.child.rss_kib()
+    }
+
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait()
     }
