@@ -20,6 +20,8 @@ pub struct LbConfig {
     pub admin: AdminConfig,
     /// The backends.
     pub upstreams: Vec<Upstream>,
+    /// TLS from the LB to every backend (proxied requests, tunnels and health checks).
+    pub upstream_tls: UpstreamTls,
     /// How a new session picks a backend.
     pub balancing: Balancing,
     /// How later requests of a session find its backend.
@@ -48,6 +50,7 @@ impl Default for LbConfig {
             listeners: vec![Listener::plain("0.0.0.0:8080")],
             admin: AdminConfig::default(),
             upstreams: Vec::new(),
+            upstream_tls: UpstreamTls::default(),
             balancing: Balancing::default(),
             stickiness: Stickiness::default(),
             engineio: EngineIo::default(),
@@ -532,6 +535,20 @@ impl Default for Limits {
     }
 }
 
+/// `upstream_tls` section (nginx's `proxy_pass https://` with `proxy_ssl_verify on`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// Speak TLS to every backend. Its certificate is always verified.
+    pub enabled: bool,
+    /// PEM CA certificate(s) the backends' certificates must chain to; unset: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The name sent by SNI and verified in the backends' certificates (nginx's
+    /// `proxy_ssl_name`); unset: each backend's IP address (its certificate needs that IP in
+    /// its subjectAltName).
+    pub server_name: Option<String>,
+}
+
 /// `exposure` section.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -645,6 +662,19 @@ impl Validate for LbConfig {
         }
         if let Err(e) = crate::tls::load_all(&self.listeners) {
             p.push(e.field(), e.error.to_string());
+        }
+        if let Some(ca) = &self.upstream_tls.ca_file
+            && let Err(e) = crate::tls::load_roots(ca)
+        {
+            p.push("upstream_tls.ca_file", e.to_string());
+        }
+        if let Some(n) = &self.upstream_tls.server_name
+            && rustls_pki_types::ServerName::try_from(n.as_str()).is_err()
+        {
+            p.push(
+                "upstream_tls.server_name",
+                format!("`{n}` is not a DNS name or an IP address"),
+            );
         }
         for (i, b) in self.exposure.blocked_paths.iter().enumerate() {
             if !b.starts_with('/') || b.trim_end_matches('/').is_empty() {

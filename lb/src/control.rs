@@ -199,8 +199,15 @@ pub enum ApplyError {
 
 /// Apply a validated config in-process. Live sockets are never touched; on error nothing
 /// changed. The TLS listeners' certificates are loaded first and put in force last.
-pub fn apply(lb: &Lb, new: LbConfig) -> Result<(), ApplyError> {
+pub fn apply(lb: &Lb, mut new: LbConfig) -> Result<(), ApplyError> {
     let old = lb.config.load_full();
+    if old.upstream_tls != new.upstream_tls {
+        // pingora's connector and the health checks' client were built with the old one.
+        tracing::warn!(
+            "upstream_tls changes only on restart or binary upgrade; keeping the old one"
+        );
+        new.upstream_tls = old.upstream_tls.clone();
+    }
     let listeners_changed = old.listeners.len() != new.listeners.len()
         || old
             .listeners

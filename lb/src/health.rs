@@ -21,8 +21,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::tls::UpstreamClient;
 
 use crate::backends::{Backend, ProbeOutcome};
 use crate::config::{ActiveHealth, CheckKind};
@@ -145,11 +147,25 @@ fn dechunk(mut raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`.
-async fn exchange(addr: SocketAddr, request: String) -> Result<Answer, String> {
-    let mut s = TcpStream::connect(addr)
+/// One HTTP/1.1 request with `Connection: close`, over TLS when `upstream_tls` is on.
+async fn exchange(
+    addr: SocketAddr,
+    request: String,
+    tls: Option<&UpstreamClient>,
+) -> Result<Answer, String> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    match tls {
+        None => talk(tcp, request).await,
+        Some(c) => talk(c.connect(tcp, addr).await?, request).await,
+    }
+}
+
+async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    request: String,
+) -> Result<Answer, String> {
     s.write_all(request.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
@@ -178,9 +194,15 @@ fn endpoint(eio_path: &str) -> String {
     format!("{}/", eio_path.trim_end_matches('/'))
 }
 
-async fn engineio_probe(addr: SocketAddr, eio_path: &str) -> Probe {
+async fn engineio_probe(addr: SocketAddr, eio_path: &str, tls: Option<&UpstreamClient>) -> Probe {
     let base = endpoint(eio_path);
-    let answer = match exchange(addr, get(addr, &format!("{base}?EIO=4&transport=polling"))).await {
+    let answer = match exchange(
+        addr,
+        get(addr, &format!("{base}?EIO=4&transport=polling")),
+        tls,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => return Probe::failed(e),
     };
@@ -204,7 +226,7 @@ async fn engineio_probe(addr: SocketAddr, eio_path: &str) -> Probe {
         "POST {base}?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: iogate-lb-health\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: 1\r\nConnection: close\r\n\r\n1",
         sid = open.sid
     );
-    if let Err(e) = exchange(addr, close).await {
+    if let Err(e) = exchange(addr, close, tls).await {
         tracing::debug!(%addr, error = %e, "closing the health probe's session failed");
     }
     Probe {
@@ -220,8 +242,8 @@ struct ReadyJson {
     sid_tag: Option<String>,
 }
 
-async fn http_probe(addr: SocketAddr, path: &str) -> Probe {
-    let answer = match exchange(addr, get(addr, path)).await {
+async fn http_probe(addr: SocketAddr, path: &str, tls: Option<&UpstreamClient>) -> Probe {
+    let answer = match exchange(addr, get(addr, path), tls).await {
         Ok(a) => a,
         Err(e) => return Probe::failed(e),
     };
@@ -242,12 +264,17 @@ async fn http_probe(addr: SocketAddr, path: &str) -> Probe {
     }
 }
 
-/// Check one backend.
-pub async fn probe(addr: SocketAddr, check: &ActiveHealth, eio_path: &str) -> Probe {
+/// Check one backend (over TLS with `tls`).
+pub async fn probe(
+    addr: SocketAddr,
+    check: &ActiveHealth,
+    eio_path: &str,
+    tls: Option<&UpstreamClient>,
+) -> Probe {
     let fut = async {
         match check.kind {
-            CheckKind::Engineio => engineio_probe(addr, eio_path).await,
-            CheckKind::Http => http_probe(addr, check.http_path()).await,
+            CheckKind::Engineio => engineio_probe(addr, eio_path, tls).await,
+            CheckKind::Http => http_probe(addr, check.http_path(), tls).await,
         }
     };
     match tokio::time::timeout(check.timeout, fut).await {
@@ -297,7 +324,8 @@ pub async fn round(lb: &Lb, streaks: &mut HashMap<String, i64>) {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, b) in backends.iter().enumerate() {
         let (addr, a, path) = (b.addr, a.clone(), cfg.engineio.path.clone());
-        tasks.spawn(async move { (i, probe(addr, &a, &path).await) });
+        let tls = lb.upstream_tls.clone();
+        tasks.spawn(async move { (i, probe(addr, &a, &path, tls.as_deref()).await) });
     }
     while let Some(done) = tasks.join_next().await {
         let Ok((i, p)) = done else { continue };

@@ -118,9 +118,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let upstream_tls = match iogate_lb::tls::UpstreamClient::new(&cfg.upstream_tls) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("upstream_tls: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let lb = match Lb::new(cfg.clone(), metrics) {
         Ok(lb) => {
-            let lb = Arc::new(lb.with_tls(tls));
+            let lb = Arc::new(lb.with_tls(tls).with_upstream_tls(upstream_tls));
             lb.metrics.set_certificates(&lb.tls);
             lb
         }
@@ -165,6 +172,12 @@ fn main() -> ExitCode {
         graceful_shutdown_timeout_seconds: Some(5),
         upgrade_sock: cli.upgrade_sock.clone(),
         pid_file: cli.pid_file.clone(),
+        // The CAs pingora's connector trusts for upstream TLS (unset: the system's).
+        ca_file: cfg
+            .upstream_tls
+            .ca_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
         ..ServerConf::default()
     };
     let opt = Opt {

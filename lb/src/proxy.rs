@@ -115,7 +115,17 @@ async fn reject(lb: &Lb, session: &mut Session, r: Reject) -> Result<bool> {
 }
 
 fn peer(backend: &Backend, cfg: &LbConfig, upgrade: bool) -> Box<HttpPeer> {
-    let mut peer = HttpPeer::new(backend.addr, false, String::new());
+    let t = &cfg.upstream_tls;
+    // TLS: the configured name, else the backend's IP, is sent and verified (pingora skips all
+    // verification for an empty SNI, so it is never empty).
+    let sni = if t.enabled {
+        t.server_name
+            .clone()
+            .unwrap_or_else(|| backend.addr.ip().to_string())
+    } else {
+        String::new()
+    };
+    let mut peer = HttpPeer::new(backend.addr, t.enabled, sni);
     peer.options.connection_timeout = Some(cfg.timeouts.connect);
     peer.options.total_connection_timeout = Some(cfg.timeouts.connect);
     let read = if upgrade {

@@ -44,6 +44,8 @@ pub struct Lb {
     pub ring: HashRing,
     /// The certificates of the TLS listeners.
     pub tls: crate::tls::TlsListeners,
+    /// TLS towards the backends for health checks (`upstream_tls`, fixed at start).
+    pub upstream_tls: Option<Arc<crate::tls::UpstreamClient>>,
     /// Closed unless this process was started with `-u` and waits for the old one's table.
     pub handover: HandoverGate,
     /// This process is being replaced or stopped: every response closes its connection, so
@@ -70,6 +72,7 @@ impl Lb {
             tcp_conns: Arc::new(ConnLimiter::default()),
             ring: HashRing::default(),
             tls: crate::tls::TlsListeners::default(),
+            upstream_tls: None,
             handover: HandoverGate::open(),
             closing: std::sync::atomic::AtomicBool::new(false),
             turn: AtomicUsize::new(0),
@@ -81,6 +84,12 @@ impl Lb {
     /// The same state serving the TLS listeners' certificates.
     pub fn with_tls(mut self, tls: crate::tls::TlsListeners) -> Lb {
         self.tls = tls;
+        self
+    }
+
+    /// The same state probing the backends over TLS.
+    pub fn with_upstream_tls(mut self, client: Option<crate::tls::UpstreamClient>) -> Lb {
+        self.upstream_tls = client.map(Arc::new);
         self
     }
 

@@ -340,6 +340,85 @@ pub fn files(listeners: &[Listener]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The CA certificates in a PEM file (`upstream_tls.ca_file`).
+pub fn load_roots(path: &Path) -> Result<pingora_rustls::RootCertStore, TlsError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| TlsError::new(path, "ca_file", format!("cannot read: {e}")))?;
+    iogate_shared::tls::roots_from_pem(&pem).map_err(|m| TlsError::new(path, "ca_file", m))
+}
+
+/// TLS towards the backends for the health checks (the proxy's own connections go through
+/// pingora's connector, given the same CA file): the same trust, the same name.
+pub struct UpstreamClient {
+    connector: pingora_rustls::TlsConnector,
+    server_name: Option<String>,
+}
+
+impl fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl UpstreamClient {
+    /// The client of `upstream_tls`, or `None` when it is off.
+    pub fn new(cfg: &crate::config::UpstreamTls) -> Result<Option<UpstreamClient>, TlsError> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let roots = match &cfg.ca_file {
+            Some(ca) => load_roots(ca)?,
+            None => {
+                let mut roots = pingora_rustls::RootCertStore::empty();
+                pingora_rustls::load_platform_certs_incl_env_into_store(&mut roots).map_err(
+                    |e| {
+                        TlsError::new(
+                            Path::new("(system CA certificates)"),
+                            "ca_file",
+                            e.to_string(),
+                        )
+                    },
+                )?;
+                roots
+            }
+        };
+        let provider = provider(Path::new("(upstream_tls)"))?;
+        let mut config = pingora_rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::new(Path::new("(upstream_tls)"), "ca_file", e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(UpstreamClient {
+            connector: pingora_rustls::TlsConnector::from(Arc::new(config)),
+            server_name: cfg.server_name.clone(),
+        }))
+    }
+
+    /// The name sent to and verified for the backend at `addr`.
+    pub fn name_for(&self, addr: std::net::SocketAddr) -> String {
+        self.server_name
+            .clone()
+            .unwrap_or_else(|| addr.ip().to_string())
+    }
+
+    /// The TLS handshake over an open connection to `addr`.
+    pub async fn connect(
+        &self,
+        tcp: tokio::net::TcpStream,
+        addr: std::net::SocketAddr,
+    ) -> Result<pingora_rustls::ClientTlsStream<tokio::net::TcpStream>, String> {
+        let name = rustls_pki_types::ServerName::try_from(self.name_for(addr))
+            .map_err(|e| format!("TLS name: {e}"))?;
+        self.connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

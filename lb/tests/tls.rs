@@ -222,3 +222,65 @@ fn certificates_reload_in_place_and_a_bad_file_keeps_the_old_ones() {
     assert_eq!(get(&renewed).status, 200, "the certificate in force stays");
     eprintln!("certificate reload picked up {took:?} after the files changed");
 }
+
+#[test]
+fn upstream_tls_is_verified_against_the_configured_ca_and_name() {
+    let _serial = iogate_testkit::heavy();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend_cert = TestCert::generate(dir.path(), "backend", &["backend.test"]);
+    let other = TestCert::generate(dir.path(), "other", &["backend.test"]);
+    let node = Node::start("u1", &["--redis-url", "none"]);
+    // A TLS-only backend: an iogate-lb terminating TLS in front of the node.
+    let (bport, badmin) = (free_port(), free_port());
+    let (crt, key) = (
+        backend_cert.cert.to_string_lossy().to_string(),
+        backend_cert.key.to_string_lossy().to_string(),
+    );
+    let _backend = Lb::start_quick_with(
+        bport,
+        badmin,
+        &[node.port],
+        &["--tls-cert", &crt, "--tls-key", &key],
+    );
+    let front = |ca: &TestCert, name: &str| {
+        let (port, admin) = (free_port(), free_port());
+        let extra = format!(
+            "upstream_tls:\n  enabled: true\n  ca_file: {}\n  server_name: {name}\n",
+            ca.cert.display()
+        );
+        let yaml = iogate_testkit::lb_yaml(port, admin, &[("b", bport)], &extra);
+        Lb::start(port, admin, &yaml, false)
+    };
+
+    // The right CA and name: up, and sessions of both transports work through it.
+    let lb = front(&backend_cert, "backend.test");
+    lb.wait_all_up(Duration::from_secs(10));
+    let r = curl(&format!("{}{HANDSHAKE}", lb.url()), None, None, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.starts_with("0{\"sid\":\"u1."), "{r:?}");
+    let mut fleet = Fleet::start();
+    fleet.connect("p", &lb.url(), 2, &["polling", "websocket"]);
+    fleet.connect("w", &lb.url(), 2, &["websocket"]);
+    for c in ["p#0", "p#1", "w#0", "w#1"] {
+        assert_eq!(fleet.emit_ack(c, "echo", json!([c]), 5000), json!(c), "{c}");
+    }
+
+    // Another CA, or another name: the checks fail on the certificate and nothing is proxied.
+    for (ca, name, why) in [
+        (&other, "backend.test", "another CA"),
+        (&backend_cert, "elsewhere.test", "another name"),
+    ] {
+        let bad = front(ca, name);
+        let health = wait_for(Duration::from_secs(10), "a failed check", || {
+            let b = bad.backend("b");
+            (b["state"] != json!("pending")).then_some(b)
+        });
+        assert_ne!(health["state"], json!("up"), "{why}: {health}");
+        assert!(
+            health.to_string().contains("TLS"),
+            "{why}: the check names the TLS failure: {health}"
+        );
+        let r = curl(&format!("{}{HANDSHAKE}", bad.url()), None, None, &[]);
+        assert_eq!(r.status, 503, "{why}: no ready backend: {r:?}");
+    }
+}

@@ -79,18 +79,7 @@ impl std::fmt::Debug for TlsTrust {
 impl TlsTrust {
     /// Trust the CA certificates in `pem` (PEM, one or more).
     pub fn from_pem(pem: &[u8]) -> Result<TlsTrust, String> {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("holds no certificate".into());
-        }
+        let roots = iogate_shared::tls::roots_from_pem(pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

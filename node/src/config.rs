@@ -156,6 +156,18 @@ pub struct RedisConfig {
     /// After how long an outage the bus state turns from `reconnecting` to `down`.
     #[serde(with = "humantime_serde")]
     pub down_after: Duration,
+    /// TLS to Redis. On with a `rediss://` url (the system's CA certificates), or with this
+    /// section (also for `cluster_nodes`).
+    pub tls: Option<RedisTls>,
+}
+
+/// `redis.tls`.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisTls {
+    /// PEM CA certificate(s) to trust instead of the system's (a private CA, a self-signed
+    /// server certificate).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -173,6 +185,7 @@ impl Default for RedisConfig {
             max_command_buffer: 10_000,
             request_timeout: Duration::from_secs(5),
             down_after: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -343,6 +356,11 @@ impl Validate for NodeConfig {
                 "redis.url",
                 format!("`{url}` must start with redis:// or rediss://"),
             );
+        }
+        if let Some(ca) = r.tls.as_ref().and_then(|t| t.ca_file.as_ref())
+            && let Err(e) = crate::bus::client::tls_roots(ca)
+        {
+            p.push("redis.tls.ca_file", e.to_string());
         }
         for (i, n) in r.cluster_nodes.iter().enumerate() {
             if !valid_host_port(n) {

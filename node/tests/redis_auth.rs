@@ -21,14 +21,7 @@ fn dropped(n: &Node) -> f64 {
 }
 
 fn texts(fleet: &mut Fleet, client: &str) -> Vec<String> {
-    fleet.events("chat:message")[client]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|args| args[0]["t"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    fleet.strings("chat:message", client, "t")
 }
 
 #[test]

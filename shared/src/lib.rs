@@ -11,3 +11,4 @@ pub mod config;
 pub mod metrics;
 pub mod sid;
 pub mod telemetry;
+pub mod tls;

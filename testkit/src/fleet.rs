@@ -100,6 +100,20 @@ impl Fleet {
         r["ack"].clone()
     }
 
+    /// The string field `key` of the first argument of every `event` `client` received, in
+    /// order (e.g. the `t` of chat messages `{"t": "..."}`).
+    pub fn strings(&mut self, event: &str, client: &str, key: &str) -> Vec<String> {
+        self.events(event)
+            .get(client)
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|args| args[0][key].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `{client: [[args...], ...]}` for `event`.
     pub fn events(&mut self, event: &str) -> serde_json::Map<String, Value> {
         let r = self.cmd(json!({"cmd": "events", "event": event}));

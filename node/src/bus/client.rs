@@ -3,14 +3,61 @@
 use fred::prelude::{Builder, Client, Config, ReconnectPolicy, ServerConfig};
 use fred::types::RespVersion;
 use fred::types::config::UnresponsiveConfig;
+use fred::types::config::{TlsConfig, TlsConnector};
 use std::time::Duration;
 
 use crate::config::RedisConfig;
 
-/// Why the fred client could not be built (a malformed URL, for instance).
+/// Why the fred client could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid Redis configuration: {0}")]
-pub struct ClientError(#[from] fred::error::Error);
+pub enum ClientError {
+    /// fred refused the configuration (a malformed URL, for instance).
+    #[error("invalid Redis configuration: {0}")]
+    Config(#[from] fred::error::Error),
+    /// `redis.tls.ca_file` could not be used.
+    #[error("redis.tls.ca_file {path}: {message}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The CA certificates in a PEM file, as rustls trust anchors.
+pub fn tls_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, ClientError> {
+    let err = |message: String| ClientError::Tls {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    iogate_shared::tls::roots_from_pem(&pem).map_err(err)
+}
+
+/// The TLS settings of the fred client: `redis.tls.ca_file`'s CAs (ring provider, TLS 1.2 and
+/// 1.3), or the system's when only the url says `rediss://`.
+fn tls_config(cfg: &RedisConfig) -> Result<Option<TlsConfig>, ClientError> {
+    let Some(tls) = &cfg.tls else {
+        // fred itself sets up rediss:// urls (system CA certificates).
+        return Ok(None);
+    };
+    let connector = match &tls.ca_file {
+        Some(ca) => {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ClientError::Tls {
+                    path: ca.clone(),
+                    message: e.to_string(),
+                })?
+                .with_root_certificates(tls_roots(ca)?)
+                .with_no_client_auth();
+            TlsConnector::from(config)
+        }
+        None => TlsConnector::default_rustls()?,
+    };
+    Ok(Some(connector.into()))
+}
 
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
@@ -44,6 +91,9 @@ pub fn build_with_timeout(
             }
         }
     };
+    if let Some(tls) = tls_config(cfg)? {
+        config.tls = Some(tls);
+    }
     // Sharded pub/sub on one connection needs RESP3 (Redis >= 7).
     config.version = RespVersion::RESP3;
     // Keep retrying when Redis is down at start-up instead of failing the node.
