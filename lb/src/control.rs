@@ -84,6 +84,7 @@ impl BackgroundService for Control {
         let _reload = tokio::spawn(watch_config(self.lb.clone(), self.config_path.clone()));
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_sweep = Instant::now();
+        let mut trimmer = crate::memory::Trimmer::default();
         let mut shutting_down = false;
         // Ticks in a row with nothing left to wait for (see the exit below).
         let mut quiet_ticks = 0u32;
@@ -103,6 +104,14 @@ impl BackgroundService for Control {
             if last_sweep.elapsed() >= Duration::from_secs(1) {
                 sweep(&self.lb);
                 last_sweep = Instant::now();
+                let open = self.lb.metrics.client_connections.get();
+                if trimmer.observe(open) {
+                    crate::memory::trim();
+                    tracing::debug!(
+                        open,
+                        "connections fell well below their peak: freed memory returned to the OS"
+                    );
+                }
             }
             refresh_gauges(&self.lb);
             // A parked connection whose request arrives stops being parked a moment before the

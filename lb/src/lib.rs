@@ -15,7 +15,8 @@
 //! - [`backends`] — the backend registry, states (pending, up, draining, down) and live-session
 //!   counters.
 //! - [`limits`] — connection limits, the new-session token bucket, per-IP buckets;
-//!   [`accept`] — client TCP connections counted and limited from accept to close.
+//!   [`accept`] — client TCP connections counted and limited from accept to close;
+//!   [`memory`] — freed memory returned to the OS after a burst of connections.
 //! - [`health`] — active checks; [`control`] — housekeeping, reload, handover, shutdown.
 //! - [`admin`] — the admin API; [`metrics`] — the `iogate_lb_*` metrics.
 //! - [`tls`] — certificates of TLS listeners by SNI, reloaded in place; [`redirect`] — the
@@ -31,6 +32,7 @@ pub mod engineio;
 pub mod handover;
 pub mod health;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod redirect;
