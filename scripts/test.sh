@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: format check, clippy with -D warnings, the library's docs, every test.
+# The project's test command: format check, clippy with -D warnings, the library's docs, every test,
+# the deployment files.
 # Needs redis-server, redis-cli, node and chromium (.ci/run installs them on a fresh machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,5 @@ echo "==> cargo doc (iogate-node's public API, warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p iogate-node
 echo "==> cargo test"
 cargo test --workspace
+echo "==> deployment files (systemd-analyze verify)"
+bash scripts/check-deploy.sh

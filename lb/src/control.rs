@@ -241,6 +241,7 @@ pub fn apply(lb: &Lb, mut new: LbConfig) -> Result<(), ApplyError> {
     certificates.commit();
     lb.metrics.set_certificates(&lb.tls);
     lb.sids.set_max(new.engineio.sid_table_max);
+    lb.metrics.set_limits(&new);
     lb.config.store(Arc::new(new));
     lb.rebuild_tags();
     tracing::info!(added = ?applied.added, removed = ?applied.removed, "configuration reloaded");
@@ -250,6 +251,10 @@ pub fn apply(lb: &Lb, mut new: LbConfig) -> Result<(), ApplyError> {
 /// Reload only the certificates of the configuration in force (the quick form has no file;
 /// a certificate or key file changed).
 pub fn reload_certificates(lb: &Lb) -> bool {
+    if lb.tls.all().is_empty() {
+        tracing::info!("nothing to reload: no config file and no TLS listener");
+        return false;
+    }
     let cfg = lb.config.load_full();
     match lb.tls.prepare(&cfg.listeners) {
         Ok(p) => {

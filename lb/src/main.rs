@@ -129,6 +129,7 @@ fn main() -> ExitCode {
         Ok(lb) => {
             let lb = Arc::new(lb.with_tls(tls).with_upstream_tls(upstream_tls));
             lb.metrics.set_certificates(&lb.tls);
+            lb.metrics.set_limits(&cfg);
             lb
         }
         Err(e) => {
@@ -206,6 +207,8 @@ fn main() -> ExitCode {
                 HttpServer::new_app(HttpsRedirect { port }),
             );
             r.add_tcp(&l.address);
+            // The same per-client TCP limits as the proxy's listeners.
+            r.set_connection_filter(Arc::new(AcceptFilter(lb.clone())));
             redirects.push(r);
             continue;
         }

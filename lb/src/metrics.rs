@@ -62,6 +62,8 @@ pub struct LbMetrics {
     pub reloads: IntCounterVec,
     /// Open client TCP connections (accepted, not yet closed).
     pub client_connections: IntGauge,
+    /// The configured limits (0: none), so alerts can compare usage with them.
+    pub limits: IntGaugeVec,
     /// notAfter of each TLS listener's certificates (seconds since the epoch), by listener
     /// address and the certificate's first name.
     pub certificate_expiry: IntGaugeVec,
@@ -106,6 +108,36 @@ impl LbMetrics {
         self.backend_up
             .with_label_values(&[id])
             .set(i64::from(state == BackendState::Up));
+    }
+
+    /// Publish the limits of `cfg` (at start and after every reload).
+    pub fn set_limits(&self, cfg: &crate::config::LbConfig) {
+        let l = &cfg.limits;
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        for (name, v) in [
+            ("max_connections", count(l.max_connections)),
+            ("max_connections_per_ip", count(l.max_connections_per_ip)),
+            ("max_tcp_connections", count(l.max_tcp_connections)),
+            (
+                "max_tcp_connections_per_ip",
+                count(l.max_tcp_connections_per_ip),
+            ),
+            (
+                "new_sessions_per_second",
+                i64::from(l.new_sessions_per_second),
+            ),
+            (
+                "new_sessions_per_second_per_ip",
+                i64::from(l.new_sessions_per_second_per_ip),
+            ),
+            ("sid_table_max", count(cfg.engineio.sid_table_max)),
+            (
+                "sid_table_max_per_ip",
+                count(cfg.engineio.sid_table_max_per_ip),
+            ),
+        ] {
+            self.limits.with_label_values(&[name]).set(v);
+        }
     }
 
     /// Publish the expiry of the certificates in force (after start and every reload).
@@ -245,6 +277,12 @@ impl LbMetrics {
                 reg,
                 "iogate_lb_client_connections",
                 "Open client TCP connections (idle keep-alive and header-reading ones included).",
+            )?,
+            limits: m::gauge_vec(
+                reg,
+                "iogate_lb_limit",
+                "Configured limits by name (0: no limit): limits.* and engineio.sid_table_max*.",
+                &["limit"],
             )?,
             certificate_expiry: m::gauge_vec(
                 reg,

@@ -38,6 +38,15 @@ fn tcp_connections_per_ip_are_counted_from_accept_to_close() {
     let open = || lb.metric("iogate_lb_client_connections");
     let refused = || lb.metric("iogate_lb_rejected_total{reason=\"tcp_connections_per_ip\"}");
     assert_eq!(refused(), 0.0);
+    // The limit itself is exported, for alerts that compare usage with it.
+    assert_eq!(
+        lb.metric("iogate_lb_limit{limit=\"max_tcp_connections_per_ip\"}"),
+        3.0
+    );
+    assert_eq!(
+        lb.metric("iogate_lb_limit{limit=\"max_tcp_connections\"}"),
+        0.0
+    );
     // Three connections that never send a byte: nginx's limit_conn would not count them.
     let mut held: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
