@@ -12,6 +12,7 @@ mod loadtest;
 mod metrics;
 mod node;
 mod process;
+mod prometheus;
 mod redis;
 mod tls;
 
@@ -25,6 +26,7 @@ pub use loadtest::{Loadtest, accounting};
 pub use metrics::metric_value;
 pub use node::{Node, wait_bus_up};
 pub use process::{Proc, bin, bin_command, free_port, heavy, node_bin, run_bin, run_cmd, wait_for};
+pub use prometheus::Prometheus;
 pub use redis::{Redis, RedisCluster, redis_cmd};
 pub use tls::{CurlReply, TestCert, curl};
 
