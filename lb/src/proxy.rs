@@ -369,7 +369,7 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         req: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(ip) = client_ip(session) {
             let ip = ip.to_string();
@@ -384,7 +384,7 @@ impl ProxyHttp for Proxy {
             req.insert_header("X-Forwarded-For", xff)?;
             req.insert_header("X-Real-IP", ip)?;
         }
-        let proto = if is_tls(session) { "https" } else { "http" };
+        let proto = if ctx.tls { "https" } else { "http" };
         req.insert_header("X-Forwarded-Proto", proto)?;
         Ok(())
     }

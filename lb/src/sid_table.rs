@@ -193,15 +193,7 @@ impl SidTable {
         backend: Arc<Backend>,
         ttl: Duration,
     ) -> Result<(), InsertError> {
-        self.put(
-            sid,
-            backend,
-            ttl,
-            State::Polling,
-            Instant::now(),
-            true,
-            None,
-        )
+        self.insert_owned(sid, backend, ttl, None)
     }
 
     /// [`Self::insert`], the entry holding `owner` (its client IP's slot) while it lives.

@@ -92,60 +92,54 @@ fn tcp_connections_per_ip_are_counted_from_accept_to_close() {
     });
 }
 
-#[test]
-fn new_sessions_per_ip_and_sid_table_share_per_ip() {
-    let _serial = iogate_testkit::heavy();
-    let node = Node::start("s1", &["--redis-url", "none"]);
-
-    // The rate: a burst of 2 per address, refilled at 1/s.
+/// An LB with `extra` over `node`: 2 handshakes from 127.0.0.1 pass, the third is refused
+/// with `body` and counted as `reason`, and 127.0.0.2 is still served. Returns the LB.
+fn one_address_over_its_limit(node: &Node, extra: &str, body: &str, reason: &str) -> Lb {
     let (port, admin) = (free_port(), free_port());
-    let extra = "limits:\n  new_sessions_per_second_per_ip: 1\n  new_sessions_burst_per_ip: 2\n";
     let lb = Lb::start(
         port,
         admin,
-        &lb_yaml(port, admin, &[("s1", node.port)], extra),
+        &lb_yaml(port, admin, &[(node.id.as_str(), node.port)], extra),
         true,
     );
     for _ in 0..2 {
         assert_eq!(handshake_from(port, "127.0.0.1").0, 200);
     }
-    let (status, body, after) = handshake_from(port, "127.0.0.1");
+    let (status, got, after) = handshake_from(port, "127.0.0.1");
     assert_eq!(
-        (status, body.as_str(), after.as_deref()),
-        (503, "too many new sessions from this address\n", Some("1"))
+        (status, got.as_str(), after.as_deref()),
+        (503, body, Some("1"))
     );
     assert_eq!(handshake_from(port, "127.0.0.2").0, 200, "another address");
     assert_eq!(
-        lb.metric("iogate_lb_rejected_total{reason=\"new_session_rate_per_ip\"}"),
+        lb.metric(&format!("iogate_lb_rejected_total{{reason=\"{reason}\"}}")),
         1.0
+    );
+    lb
+}
+
+#[test]
+fn new_sessions_per_ip_and_sid_table_share_per_ip() {
+    let _serial = iogate_testkit::heavy();
+    let node = Node::start("s1", &["--redis-url", "none"]);
+    // The rate: a burst of 2 per address, refilled at 1/s; the global rate is not touched.
+    let lb = one_address_over_its_limit(
+        &node,
+        "limits:\n  new_sessions_per_second_per_ip: 1\n  new_sessions_burst_per_ip: 2\n",
+        "too many new sessions from this address\n",
+        "new_session_rate_per_ip",
     );
     assert_eq!(
         lb.metric("iogate_lb_rejected_total{reason=\"new_session_rate\"}"),
         0.0
     );
     drop(lb);
-
     // The share of the sid table: 2 polling sessions per address.
-    let (port, admin) = (free_port(), free_port());
-    let extra = "engineio:\n  sid_table_max_per_ip: 2\n";
-    let lb = Lb::start(
-        port,
-        admin,
-        &lb_yaml(port, admin, &[("s1", node.port)], extra),
-        true,
-    );
-    for _ in 0..2 {
-        assert_eq!(handshake_from(port, "127.0.0.1").0, 200);
-    }
-    let (status, body, after) = handshake_from(port, "127.0.0.1");
-    assert_eq!(
-        (status, body.as_str(), after.as_deref()),
-        (503, "too many sessions from this address\n", Some("1"))
-    );
-    assert_eq!(handshake_from(port, "127.0.0.2").0, 200, "another address");
-    assert_eq!(
-        lb.metric("iogate_lb_rejected_total{reason=\"sid_table_full_per_ip\"}"),
-        1.0
+    let lb = one_address_over_its_limit(
+        &node,
+        "engineio:\n  sid_table_max_per_ip: 2\n",
+        "too many sessions from this address\n",
+        "sid_table_full_per_ip",
     );
     assert_eq!(lb.metric("iogate_lb_sid_table_entries"), 3.0);
 }
