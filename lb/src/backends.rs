@@ -545,6 +545,7 @@ mod tests {
         Upstream {
             id: Some(id.into()),
             address: format!("127.0.0.1:{port}"),
+            srv: None,
             weight: 1,
             sid_tag: None,
         }

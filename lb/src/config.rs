@@ -18,8 +18,10 @@ pub struct LbConfig {
     pub listeners: Vec<Listener>,
     /// The admin API (metrics, backends, drain).
     pub admin: AdminConfig,
-    /// The backends.
+    /// The backends: fixed addresses, or DNS names re-resolved by [`Resolver`].
     pub upstreams: Vec<Upstream>,
+    /// How DNS-named upstreams are resolved (nginx's `resolver`, HAProxy's `resolvers`).
+    pub resolver: Resolver,
     /// TLS from the LB to every backend (proxied requests, tunnels and health checks).
     pub upstream_tls: UpstreamTls,
     /// How a new session picks a backend.
@@ -50,6 +52,7 @@ impl Default for LbConfig {
             listeners: vec![Listener::plain("0.0.0.0:8080")],
             admin: AdminConfig::default(),
             upstreams: Vec::new(),
+            resolver: Resolver::default(),
             upstream_tls: UpstreamTls::default(),
             balancing: Balancing::default(),
             stickiness: Stickiness::default(),
@@ -218,20 +221,29 @@ impl AdminConfig {
     }
 }
 
-/// One backend.
+/// One backend, or a DNS name whose records are the backends.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// Stable id (metrics label, cookie value, admin API); default: the address.
+    /// Stable id (metrics label, cookie value, admin API); default: the address. A backend
+    /// found through DNS is named `IP:port`, or `ID/IP:port` when the upstream has an id.
     #[serde(default)]
     pub id: Option<String>,
-    /// `IP:port`.
+    /// `IP:port`, or `NAME:port`: every A and AAAA record of NAME is a backend at that port,
+    /// re-resolved as the `resolver` section says. Empty when `srv` is set.
+    #[serde(default)]
     pub address: String,
+    /// A DNS SRV name (`_service._proto.name`): every target of the records with the lowest
+    /// priority value is a backend, at the record's port, weighted by the record's weight.
+    #[serde(default)]
+    pub srv: Option<String>,
     /// Relative capacity (least-connections divides live sessions by it; hashing weights by it).
+    /// For every address of a DNS name (an SRV record's own weight wins when it is not 0).
     #[serde(default = "one")]
     pub weight: u32,
     /// The tag this backend puts in its session ids (`{tag}.{random}`). Optional: the LB also
-    /// learns it from the backend's health probes.
+    /// learns it from the backend's health probes. Not for DNS names (each address is another
+    /// node with its own tag).
     #[serde(default)]
     pub sid_tag: Option<String>,
 }
@@ -241,10 +253,104 @@ fn one() -> u32 {
 }
 
 impl Upstream {
-    /// The id, defaulting to the address.
-    pub fn id(&self) -> &str {
-        self.id.as_deref().unwrap_or(&self.address)
+    /// A fixed backend at `address` (`IP:port`).
+    pub fn fixed(address: &str) -> Upstream {
+        Upstream {
+            id: None,
+            address: address.to_string(),
+            srv: None,
+            weight: 1,
+            sid_tag: None,
+        }
     }
+
+    /// The id, defaulting to the address (the SRV name for an SRV upstream).
+    pub fn id(&self) -> &str {
+        self.id
+            .as_deref()
+            .or(self.srv.as_deref())
+            .unwrap_or(&self.address)
+    }
+
+    /// Whether it names DNS records rather than one fixed address.
+    pub fn is_dns(&self) -> bool {
+        self.srv.is_some() || !is_addr(&self.address)
+    }
+}
+
+/// `resolver` section: the DNS servers asked for upstreams given as names, and how often.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resolver {
+    /// `IP` or `IP:port` of the DNS servers to ask (nginx's `resolver`). Empty: the system's
+    /// (`/etc/resolv.conf`, with its search domains, and `/etc/hosts`).
+    pub servers: Vec<String>,
+    /// The longest time between two resolutions of a name (a record's TTL makes it sooner).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The shortest time between two resolutions of a name (a TTL of 0 is re-asked this often).
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Bound on one resolution (all servers and retries).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A name that stops existing (NXDOMAIN) or has no records keeps its last addresses this
+    /// long before they drain (HAProxy's `hold nx`). A failure to get any answer keeps them
+    /// until an answer comes.
+    #[serde(with = "humantime_serde")]
+    pub hold_empty: Duration,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            interval: Duration::from_secs(5),
+            min_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            hold_empty: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Resolver {
+    /// The servers as socket addresses (port 53 when none is given); validated.
+    pub fn server_addrs(&self) -> Vec<SocketAddr> {
+        self.servers
+            .iter()
+            .filter_map(|s| parse_dns_server(s))
+            .collect()
+    }
+}
+
+/// `IP`, `IP:port` or `[IPv6]:port` of a DNS server.
+pub fn parse_dns_server(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}
+
+/// Whether `s` is a DNS name: dot-separated labels of 1-63 letters, digits, `-` and `_`, 253
+/// characters at most, an optional final dot.
+pub fn is_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+/// `NAME:port` with a valid DNS name and a port 1-65535.
+pub fn split_name_port(s: &str) -> Option<(&str, u16)> {
+    let (name, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    is_dns_name(name).then_some((name, port))
 }
 
 /// Balancing policy for new sessions.
@@ -623,6 +729,17 @@ impl Default for Upgrade {
 
 pub use iogate_shared::sid::valid_tag as valid_sid_tag;
 
+/// `--upstream` of the quick form: `srv:NAME` is an SRV name, anything else an address.
+fn quick_upstream(a: &str) -> Upstream {
+    match a.strip_prefix("srv:") {
+        Some(name) => Upstream {
+            srv: Some(name.to_string()),
+            ..Upstream::fixed("")
+        },
+        None => Upstream::fixed(a),
+    }
+}
+
 fn is_addr(s: &str) -> bool {
     s.parse::<SocketAddr>().is_ok()
 }
@@ -707,10 +824,29 @@ impl Validate for LbConfig {
         let mut ids = HashSet::new();
         let mut tags = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
-            if !is_addr(&u.address) {
-                p.push(
+            match (&u.srv, u.address.as_str()) {
+                (Some(_), a) if !a.is_empty() => p.push(
+                    format!("upstreams[{i}].srv"),
+                    "give either `address` or `srv`, not both",
+                ),
+                (Some(srv), _) if !is_dns_name(srv) => p.push(
+                    format!("upstreams[{i}].srv"),
+                    format!("`{srv}` is not a DNS name"),
+                ),
+                (None, "") => p.push(
                     format!("upstreams[{i}].address"),
-                    format!("`{}` is not IP:port", u.address),
+                    "needs `address` (IP:port or NAME:port) or `srv`",
+                ),
+                (None, a) if !is_addr(a) && split_name_port(a).is_none() => p.push(
+                    format!("upstreams[{i}].address"),
+                    format!("`{a}` is not IP:port or NAME:port"),
+                ),
+                _ => {}
+            }
+            if u.is_dns() && u.sid_tag.is_some() {
+                p.push(
+                    format!("upstreams[{i}].sid_tag"),
+                    "a DNS name stands for several nodes, each with its own tag: leave it out (tags are learned from the probes)",
                 );
             }
             if u.weight == 0 || u.weight > 1000 {
@@ -775,6 +911,27 @@ impl Validate for LbConfig {
         }
         if self.engineio.sid_table_max == 0 {
             p.push("engineio.sid_table_max", "must be at least 1");
+        }
+        for (i, server) in self.resolver.servers.iter().enumerate() {
+            if parse_dns_server(server).is_none() {
+                p.push(
+                    format!("resolver.servers[{i}]"),
+                    format!("`{server}` is not IP or IP:port"),
+                );
+            }
+        }
+        let r = &self.resolver;
+        if r.min_interval.is_zero() {
+            p.push("resolver.min_interval", "must be greater than 0");
+        }
+        if r.interval < r.min_interval {
+            p.push(
+                "resolver.interval",
+                "must be at least resolver.min_interval",
+            );
+        }
+        if r.timeout.is_zero() {
+            p.push("resolver.timeout", "must be greater than 0");
         }
         let a = &self.health.active;
         match (&a.path, a.kind) {
@@ -877,10 +1034,12 @@ impl LbConfig {
         }
     }
 
-    /// The quick form: `--listen ADDR --upstream ADDR... [--admin ADDR]`.
+    /// The quick form: `--listen ADDR --upstream ADDR... [--resolver ADDR...] [--admin ADDR]`.
+    /// An upstream is `IP:port`, `NAME:port` or `srv:NAME`.
     pub fn quick(
         listen: &str,
         upstreams: &[String],
+        resolvers: &[String],
         admin: Option<&str>,
         tls: Option<CertificateFiles>,
     ) -> Result<Self, ConfigError> {
@@ -891,17 +1050,10 @@ impl LbConfig {
         });
         let mut cfg = LbConfig {
             listeners: vec![listener],
-            upstreams: upstreams
-                .iter()
-                .map(|a| Upstream {
-                    id: None,
-                    address: a.clone(),
-                    weight: 1,
-                    sid_tag: None,
-                })
-                .collect(),
+            upstreams: upstreams.iter().map(|a| quick_upstream(a)).collect(),
             ..LbConfig::default()
         };
+        cfg.resolver.servers = resolvers.to_vec();
         if let Some(a) = admin {
             cfg.admin.listen = a.to_string();
         }

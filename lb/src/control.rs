@@ -61,6 +61,7 @@ async fn hand_over_on_upgrade(
 impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let _health = tokio::spawn(crate::health::run(self.lb.clone()));
+        let _discovery = tokio::spawn(crate::discovery::run(self.lb.clone()));
         let listener = self
             .handover_listener
             .lock()
@@ -235,14 +236,17 @@ pub fn apply(lb: &Lb, mut new: LbConfig) -> Result<(), ApplyError> {
         );
     }
     let certificates = lb.tls.prepare(&new.listeners)?;
-    let applied = lb
-        .registry
-        .apply(&new.upstreams, !new.health.active.enabled)?;
+    // The discovery lock is held until the new config is in force, so a DNS change applied
+    // meanwhile cannot put the old upstream list back.
+    let mut sets = lb.discovered.lock();
+    let applied = crate::discovery::apply_upstreams(lb, &new, &mut sets)?;
     certificates.commit();
     lb.metrics.set_certificates(&lb.tls);
     lb.sids.set_max(new.engineio.sid_table_max);
     lb.metrics.set_limits(&new);
     lb.config.store(Arc::new(new));
+    drop(sets);
+    lb.discovered.wake();
     lb.rebuild_tags();
     tracing::info!(added = ?applied.added, removed = ?applied.removed, "configuration reloaded");
     Ok(())

@@ -352,7 +352,11 @@ pub async fn run(lb: Arc<Lb>) {
         } else {
             lb.rebuild_tags();
         }
-        tokio::time::sleep(interval).await;
+        // New backends (a reload, a DNS change) are probed at once, not an interval later.
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = lb.probe_now.notified() => {}
+        }
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`limits`] — connection limits, the new-session token bucket, per-IP buckets;
 //!   [`accept`] — client TCP connections counted and limited from accept to close;
 //!   [`memory`] — freed memory returned to the OS after a burst of connections.
+//! - [`discovery`] — upstreams named by DNS (`NAME:port`, SRV), re-resolved, applied to the
+//!   registry like a reload.
 //! - [`health`] — active checks; [`control`] — housekeeping, reload, handover, shutdown.
 //! - [`admin`] — the admin API; [`metrics`] — the `iogate_lb_*` metrics.
 //! - [`tls`] — certificates of TLS listeners by SNI, reloaded in place; [`redirect`] — the
@@ -28,6 +30,7 @@ pub mod admission;
 pub mod backends;
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod engineio;
 pub mod handover;
 pub mod health;

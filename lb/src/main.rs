@@ -36,9 +36,14 @@ struct Cli {
     /// Quick start without a file: client listener address.
     #[arg(long)]
     listen: Option<String>,
-    /// Quick start without a file: a backend address (repeat; ids are the addresses).
+    /// Quick start without a file: a backend (repeat; ids are the addresses): `IP:port`,
+    /// `NAME:port` (every A/AAAA record of NAME, re-resolved) or `srv:NAME` (SRV records).
     #[arg(long)]
     upstream: Vec<String>,
+    /// Quick start: the DNS server (`IP` or `IP:port`) asked for `NAME:port` and `srv:NAME`
+    /// upstreams (repeat for several); default: the system's resolver.
+    #[arg(long, requires = "listen")]
+    resolver: Vec<String>,
     /// Quick start: terminate TLS on `--listen` with this certificate chain (PEM; reloaded when
     /// the file changes or on SIGHUP).
     #[arg(long, requires = "listen", requires = "tls_key")]
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
         (None, Some(listen)) => LbConfig::quick(
             listen,
             &cli.upstream,
+            &cli.resolver,
             cli.admin.as_deref(),
             cli.tls_cert
                 .clone()

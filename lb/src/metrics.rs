@@ -67,6 +67,10 @@ pub struct LbMetrics {
     /// notAfter of each TLS listener's certificates (seconds since the epoch), by listener
     /// address and the certificate's first name.
     pub certificate_expiry: IntGaugeVec,
+    /// Resolutions of DNS-named upstreams, by upstream id and result (`ok`, `empty`, `error`).
+    pub dns_resolutions: IntCounterVec,
+    /// Addresses in force for each DNS-named upstream.
+    pub dns_addresses: IntGaugeVec,
 }
 
 impl LbMetrics {
@@ -151,6 +155,23 @@ impl LbMetrics {
                     .set(c.not_after);
             }
         }
+    }
+
+    /// Count a resolution of DNS-named upstream `id` (every result shows, at 0 until seen).
+    pub fn dns_result(&self, id: &str, result: &str) {
+        for r in ["ok", "empty", "error"] {
+            let c = self.dns_resolutions.with_label_values(&[id, r]);
+            if r == result {
+                c.inc();
+            }
+        }
+    }
+
+    /// Publish how many addresses DNS-named upstream `id` has in force.
+    pub fn dns_addresses(&self, id: &str, n: usize) {
+        self.dns_addresses
+            .with_label_values(&[id])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Forget every series of backend `id`.
@@ -289,6 +310,18 @@ impl LbMetrics {
                 "iogate_lb_tls_certificate_expiry_timestamp_seconds",
                 "notAfter of each TLS listener certificate, by listener and the certificate's first name.",
                 &["listener", "certificate"],
+            )?,
+            dns_resolutions: m::counter_vec(
+                reg,
+                "iogate_lb_dns_resolutions_total",
+                "Resolutions of DNS-named upstreams, by upstream and result (ok; empty: NXDOMAIN or no records; error: no answer).",
+                &["upstream", "result"],
+            )?,
+            dns_addresses: m::gauge_vec(
+                reg,
+                "iogate_lb_dns_addresses",
+                "Addresses in force for each DNS-named upstream (the last good answer).",
+                &["upstream"],
             )?,
         })
     }

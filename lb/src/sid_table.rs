@@ -402,6 +402,7 @@ mod tests {
             &[Upstream {
                 id: Some("a".into()),
                 address: "127.0.0.1:1".into(),
+                srv: None,
                 weight: 1,
                 sid_tag: None,
             }],

@@ -26,6 +26,11 @@ use crate::sid_table::SidTable;
 pub struct Lb {
     /// Backends.
     pub registry: Arc<Registry>,
+    /// The addresses DNS-named upstreams stand for; its lock orders every change of the
+    /// registry's upstream list.
+    pub discovered: crate::discovery::Discovered,
+    /// Wakes the health checks at once (new backends to probe).
+    pub probe_now: tokio::sync::Notify,
     /// sid → backend, learned from handshakes.
     pub sids: Arc<SidTable>,
     /// Session-id tag → backend.
@@ -58,11 +63,15 @@ pub struct Lb {
 impl Lb {
     /// Shared state for a validated `cfg`.
     pub fn new(cfg: LbConfig, metrics: LbMetrics) -> Result<Lb, BadAddress> {
-        let registry = Arc::new(Registry::new(&cfg.upstreams, !cfg.health.active.enabled)?);
+        // DNS-named upstreams stand for nothing until the discovery task's first answer.
+        let fixed = crate::discovery::expand(&cfg.upstreams, &Default::default());
+        let registry = Arc::new(Registry::new(&fixed, !cfg.health.active.enabled)?);
         let sids = Arc::new(SidTable::new(cfg.engineio.sid_table_max));
         let buckets = cfg.limits.per_ip_rate_buckets;
         let lb = Lb {
             registry,
+            discovered: Default::default(),
+            probe_now: tokio::sync::Notify::new(),
             sids,
             tags: TagMap::default(),
             config: ArcSwap::from_pointee(cfg),

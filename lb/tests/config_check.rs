@@ -245,3 +245,49 @@ fn tls_certificate_errors_name_the_field_and_the_file() {
     assert_ne!(code, 0);
     assert!(text.contains("holds no certificate"), "{text}");
 }
+
+#[test]
+fn dns_upstreams_and_the_resolver_are_validated() {
+    let good = yaml_file(
+        "upstreams:\n  - address: nodes.test:3000\n  - srv: _sio._tcp.nodes.test\n  - address: 127.0.0.1:4000\nresolver:\n  servers: [\"127.0.0.1\", \"127.0.0.1:5353\", \"[::1]:53\"]\n  interval: 10s\n",
+    );
+    let (code, text) = check(&["--config", &good.path().to_string_lossy()]);
+    assert_eq!(code, 0, "{text}");
+    let bad = yaml_file(
+        "upstreams:\n  - address: nodes.test:3000\n  - address: \"bad_name!:3000\"\n  - srv: _sio._tcp.nodes.test\n    address: x.test:1\n  - address: nodes2.test:3000\n    sid_tag: a\n  - address: nodes3.test\nresolver:\n  servers: [\"127.0.0.1:53\", \"dns.example\"]\n  min_interval: 0s\n",
+    );
+    let (code, text) = check(&["--config", &bad.path().to_string_lossy()]);
+    assert_ne!(code, 0);
+    let file = bad.path().display().to_string();
+    for want in [
+        format!("{file}:3:5: field `upstreams[1].address`"),
+        format!("{file}:4:5: field `upstreams[2].srv`"),
+        format!("{file}:7:5: field `upstreams[3].sid_tag`"),
+        format!("{file}:8:5: field `upstreams[4].address`"),
+        "field `resolver.servers[1]`".to_string(),
+        "field `resolver.min_interval`".to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    let (code, text) = check(&[
+        "--listen",
+        "127.0.0.1:8080",
+        "--upstream",
+        "nodes.test:3000",
+        "--upstream",
+        "srv:_sio._tcp.nodes.test",
+        "--resolver",
+        "127.0.0.1:5353",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = check(&[
+        "--listen",
+        "127.0.0.1:8080",
+        "--upstream",
+        "nodes.test:3000",
+        "--resolver",
+        "dns.example",
+    ]);
+    assert_ne!(code, 0);
+    assert!(text.contains("resolver.servers[0]"), "{text}");
+}

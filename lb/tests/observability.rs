@@ -79,13 +79,13 @@ fn prometheus_scrapes_everything_the_dashboard_and_the_rules_need() {
         let active = targets["data"]["activeTargets"].as_array()?.clone();
         (active.len() == 3 && active.iter().all(|t| t["health"] == "up")).then_some(())
     });
-    let rules = wait_for(Duration::from_secs(20), "15 rules evaluated", || {
+    let rules = wait_for(Duration::from_secs(20), "16 rules evaluated", || {
         let groups = prom.api("rules")["data"]["groups"].as_array()?.clone();
         let rules: Vec<Value> = groups
             .iter()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect();
-        (rules.len() == 15 && rules.iter().all(|r| r["health"] != "unknown")).then_some(rules)
+        (rules.len() == 16 && rules.iter().all(|r| r["health"] != "unknown")).then_some(rules)
     });
     assert!(rules.iter().all(|r| r["health"] == "ok"), "{rules:?}");
 

@@ -4,9 +4,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// A plain HTTP/1.1 GET; returns status and body.
+/// A plain HTTP/1.1 GET to 127.0.0.1; returns status and body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let raw = http_raw(
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// A plain HTTP/1.1 GET to `host` (an IP address); returns status and body.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let raw = http_raw_at(
+        host,
         port,
         &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
     );
@@ -36,7 +42,12 @@ pub fn http_post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
 /// Content-Length (or the connection's end) says — servers that keep the connection open
 /// despite `Connection: close` do not make this wait.
 pub fn http_raw(port: u16, request: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+    http_raw_at("127.0.0.1", port, request)
+}
+
+/// [`http_raw`] to `host` (an IP address).
+pub fn http_raw_at(host: &str, port: u16, request: &str) -> String {
+    let Ok(mut s) = TcpStream::connect((host, port)) else {
         return String::new();
     };
     http_exchange(&mut s, request)

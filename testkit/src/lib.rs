@@ -1,8 +1,9 @@
 //! Test harness shared by the iogate crates: real `redis-server` processes (standalone and a
-//! 3-master cluster), real `iogate-node` / `iogate-lb` processes and a fleet of official
-//! socket.io-client sockets (`js/fleet.mjs`), all on free ports, all killed on drop. Readiness
-//! is polled, never slept for.
+//! 3-master cluster), a real DNS server (dnsmasq), real `iogate-node` / `iogate-lb` processes
+//! and a fleet of official socket.io-client sockets (`js/fleet.mjs`), all on free ports, all
+//! killed on drop. Readiness is polled, never slept for.
 
+mod dns;
 pub mod eio;
 mod fleet;
 mod haproxy;
@@ -18,9 +19,10 @@ mod tls;
 
 use std::path::{Path, PathBuf};
 
+pub use dns::{Dnsmasq, SrvRecord, query_a};
 pub use fleet::Fleet;
 pub use haproxy::Haproxy;
-pub use http::{http_exchange, http_get, http_post, http_raw};
+pub use http::{http_exchange, http_get, http_get_at, http_post, http_raw};
 pub use lb::{Lb, lb_yaml};
 pub use loadtest::{Loadtest, accounting};
 pub use metrics::metric_value;

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::http::http_get;
+use crate::http::http_get_at;
 use crate::js_dir;
 use crate::metrics::require_metric;
 use crate::process::{Proc, bin_command, wait_for};
@@ -13,6 +13,8 @@ use crate::process::{Proc, bin_command, wait_for};
 /// A running `iogate-node`.
 pub struct Node {
     pub id: String,
+    /// The IP address it listens on (127.0.0.1 unless started with [`Node::start_at`]).
+    pub host: String,
     pub port: u16,
     child: Proc,
     _config: Option<tempfile::NamedTempFile>,
@@ -35,10 +37,16 @@ impl Node {
     }
 
     fn start_full(id: &str, port: u16, args: &[&str], yaml: Option<&str>) -> Node {
+        Self::start_at(id, "127.0.0.1", port, args, yaml)
+    }
+
+    /// Start on `host:port` (another loopback address such as 127.0.0.2, so several nodes share
+    /// one port the way pods behind one DNS name do).
+    pub fn start_at(id: &str, host: &str, port: u16, args: &[&str], yaml: Option<&str>) -> Node {
         Self::start_program(
             bin_command("iogate-node", "warn,fred=error"),
             id,
-            port,
+            (host, port),
             args,
             yaml,
         )
@@ -49,13 +57,13 @@ impl Node {
     pub fn start_exe(exe: &std::path::Path, id: &str, args: &[&str], yaml: Option<&str>) -> Node {
         let mut cmd = Command::new(exe);
         cmd.env("RUST_LOG", "warn,fred=error");
-        Self::start_program(cmd, id, 0, args, yaml)
+        Self::start_program(cmd, id, ("127.0.0.1", 0), args, yaml)
     }
 
     fn start_program(
         mut cmd: Command,
         id: &str,
-        port: u16,
+        (host, port): (&str, u16),
         args: &[&str],
         yaml: Option<&str>,
     ) -> Node {
@@ -64,12 +72,12 @@ impl Node {
             f.write_all(y.as_bytes()).expect("write config");
             f
         });
-        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--node-id", id])
+        cmd.args(["--listen", &format!("{host}:{port}"), "--node-id", id])
             .args(args);
         if let Some(f) = &config {
             cmd.arg("--config").arg(f.path());
         }
-        let mut node = Self::spawn_announced(id, cmd, ("/readyz", 200));
+        let mut node = Self::spawn_announced(id, host, cmd, ("/readyz", 200));
         node._config = config;
         node
     }
@@ -97,6 +105,7 @@ impl Node {
             .current_dir(js_dir());
         Self::spawn_announced(
             id,
+            "127.0.0.1",
             cmd,
             ("/socket.io/?EIO=4&transport=polling&sid=none", 400),
         )
@@ -104,7 +113,7 @@ impl Node {
 
     /// Spawn a server that prints "... listening on HOST:PORT" first on stdout; wait until
     /// `ready.0` answers `ready.1`.
-    fn spawn_announced(id: &str, mut cmd: Command, ready: (&str, u16)) -> Node {
+    fn spawn_announced(id: &str, host: &str, mut cmd: Command, ready: (&str, u16)) -> Node {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -127,12 +136,13 @@ impl Node {
             .unwrap_or_else(|| panic!("no port in {line:?}"));
         let node = Node {
             id: id.to_string(),
+            host: host.to_string(),
             port,
             child: Proc(child),
             _config: None,
         };
         wait_for(Duration::from_secs(20), "server ready", || {
-            http_get(port, ready.0)
+            http_get_at(host, port, ready.0)
                 .filter(|(s, _)| *s == ready.1)
                 .map(|_| ())
         });
@@ -140,11 +150,12 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.port, path).unwrap_or_else(|| panic!("GET {path} on {}", self.id))
+        http_get_at(&self.host, self.port, path)
+            .unwrap_or_else(|| panic!("GET {path} on {}", self.id))
     }
 
     /// Value of a metric line, e.g. `iogate_node_bus_dropped_total{reason="bus_down"}`.

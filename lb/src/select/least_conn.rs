@@ -44,6 +44,7 @@ mod tests {
             .map(|(i, w)| Upstream {
                 id: Some(format!("b{i}")),
                 address: format!("127.0.0.1:{}", 5000 + i),
+                srv: None,
                 weight: *w,
                 sid_tag: None,
             })

@@ -151,6 +151,7 @@ mod tests {
             .map(|(i, id)| Upstream {
                 id: Some((*id).into()),
                 address: format!("127.0.0.1:{}", 5000 + i),
+                srv: None,
                 weight: 1,
                 sid_tag: Some(format!("t{id}")),
             })

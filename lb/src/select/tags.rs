@@ -89,6 +89,7 @@ mod tests {
             .map(|(i, t)| Upstream {
                 id: Some(format!("b{i}")),
                 address: format!("127.0.0.1:{}", 5000 + i),
+                srv: None,
                 weight: 1,
                 sid_tag: t.map(str::to_string),
             })
@@ -127,6 +128,7 @@ mod tests {
             &[Upstream {
                 id: Some("b0".into()),
                 address: "127.0.0.1:6000".into(),
+                srv: None,
                 weight: 1,
                 sid_tag: Some("x".into()),
             }],
