@@ -14,10 +14,11 @@ fn bus_state(n: &Node) -> String {
 }
 
 fn dropped(n: &Node) -> f64 {
-    iogate_node::metrics::BUS_DROP_REASONS
-        .iter()
-        .map(|r| n.metric(&format!("iogate_node_bus_dropped_total{{reason=\"{r}\"}}")))
-        .sum()
+    n.metric_sum(
+        "iogate_node_bus_dropped_total",
+        "reason",
+        iogate_node::metrics::BUS_DROP_REASONS,
+    )
 }
 
 fn texts(fleet: &mut Fleet, client: &str) -> Vec<String> {

@@ -8,12 +8,7 @@ use serde_json::json;
 #[test]
 fn broadcast_and_rooms_through_redis_cluster() {
     let cluster = RedisCluster::start();
-    let seeds: Vec<String> = cluster
-        .seeds()
-        .iter()
-        .map(|s| format!("    - \"{s}\""))
-        .collect();
-    let yaml = format!("redis:\n  cluster_nodes:\n{}\n", seeds.join("\n"));
+    let yaml = cluster.node_yaml();
     let nodes: Vec<Node> = ["c1", "c2", "c3"]
         .iter()
         .map(|id| Node::start_with_config(id, &[], Some(&yaml)))

@@ -8,10 +8,11 @@ use iogate_testkit::{Fleet, Node, Redis, wait_for};
 use serde_json::{Value, json};
 
 fn dropped(n: &Node) -> f64 {
-    iogate_node::metrics::BUS_DROP_REASONS
-        .iter()
-        .map(|r| n.metric(&format!("iogate_node_bus_dropped_total{{reason=\"{r}\"}}")))
-        .sum()
+    n.metric_sum(
+        "iogate_node_bus_dropped_total",
+        "reason",
+        iogate_node::metrics::BUS_DROP_REASONS,
+    )
 }
 
 fn bus_state(n: &Node) -> String {

@@ -29,7 +29,7 @@ pub use metrics::metric_value;
 pub use node::{Node, wait_bus_up};
 pub use process::{Proc, bin, bin_command, free_port, heavy, node_bin, run_bin, run_cmd, wait_for};
 pub use prometheus::Prometheus;
-pub use redis::{Redis, RedisCluster, redis_cmd};
+pub use redis::{ClusterNode, Redis, RedisCluster, redis_cmd, redis_cmd_full};
 pub use tls::{CurlReply, TestCert, curl};
 
 /// Directory of the JavaScript test clients (`testkit/js`).

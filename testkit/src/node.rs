@@ -163,6 +163,16 @@ impl Node {
         require_metric(&self.get("/metrics").1, name, &self.id)
     }
 
+    /// The sum of `name{label="v"}` over `values`, each of which must be present (e.g. every
+    /// reason of `iogate_node_bus_dropped_total`).
+    pub fn metric_sum(&self, name: &str, label: &str, values: &[&str]) -> f64 {
+        let body = self.get("/metrics").1;
+        values
+            .iter()
+            .map(|v| require_metric(&body, &format!("{name}{{{label}=\"{v}\"}}"), &self.id))
+            .sum()
+    }
+
     /// Send a signal by name (TERM, INT, KILL).
     pub fn signal(&self, sig: &str) {
         self.child.signal(sig);

@@ -15,7 +15,8 @@
 //!   broadcast channel every node is one subscriber, so when fewer nodes got it than were
 //!   subscribed within the last `redis.down_after`, the miss is counted (`unreached`): a node
 //!   that is re-subscribing after a Redis restart did not get it. (A node that just left is
-//!   counted the same way until the window passes.)
+//!   counted the same way until the window passes.) One subscriber missing may be this node
+//!   itself (not a loss): [`super::echo`] waits for the message's own copy to tell.
 //! - `num_serv`: SHARDNUMSUB of the request channel; while Redis is unreachable this node is the
 //!   only one it can reach, so it answers 1 (requests then complete locally instead of waiting).
 
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) peers: Mutex<HashMap<String, PeerWindow>>,
     /// How long a subscriber count is remembered.
     pub(crate) peer_window: Duration,
+    /// Publishes that reached one subscriber too few, waiting for their own copy.
+    pub(crate) echoes: super::echo::Echoes,
 }
 
 /// The largest subscriber count of a channel seen within a time window.
@@ -85,6 +88,7 @@ impl PeerWindow {
 }
 
 impl Shared {
+    /// Count one cross-node message dropped.
     pub(crate) fn count_drop(&self, reason: &'static str, detail: &dyn std::fmt::Display) {
         self.metrics.bus_dropped.with_label_values(&[reason]).inc();
         self.dropped_in_outage.fetch_add(1, Ordering::Relaxed);
@@ -104,8 +108,8 @@ impl Shared {
             .is_some_and(|rest| rest.matches('#').count() == 1)
     }
 
-    /// Count a publish on `chan` that reached `receivers` subscribers.
-    fn published(&self, chan: &str, receivers: i64) {
+    /// Count a publish of `payload` on `chan` that reached `receivers` subscribers.
+    fn published(&self, chan: &str, receivers: i64, payload: &[u8]) {
         self.metrics.bus_published.inc();
         if !self.is_broadcast_channel(chan) {
             return;
@@ -123,11 +127,23 @@ impl Shared {
             }
             Err(_) => 0,
         };
-        if missed > 0 {
+        // One missing may be this node's own subscription: its copy of the message decides.
+        if missed > 1
+            || (missed == 1
+                && self.echoes.hold(payload, Instant::now()) != super::echo::Held::Waiting)
+        {
             self.count_drop(
                 "unreached",
                 &format_args!("{missed} node(s) not subscribed"),
             );
+        }
+    }
+
+    /// A message arrived: when it is a held publish's own copy, another node was the one that
+    /// missed it.
+    fn echo_arrived(&self, chan: &str, payload: &[u8]) {
+        if self.is_broadcast_channel(chan) && self.echoes.arrived(payload, Instant::now()) {
+            self.count_drop("unreached", &"1 node not subscribed");
         }
     }
 
@@ -171,6 +187,7 @@ impl BusDriver {
             request_prefix: format!("{}-request#", settings.key_prefix),
             peers: Mutex::new(HashMap::new()),
             peer_window: settings.down_after,
+            echoes: Default::default(),
         });
         tokio::spawn(dispatch(shared.client.message_rx(), shared.clone()));
         Self {
@@ -208,11 +225,15 @@ impl BusDriver {
             s.count_drop("bus_down", &"Redis unreachable");
             return Err(PublishError::BusDown);
         }
-        match tokio::time::timeout(s.command_timeout, s.client.spublish::<i64, _, _>(chan, val))
-            .await
+        let val = bytes::Bytes::from(val);
+        match tokio::time::timeout(
+            s.command_timeout,
+            s.client.spublish::<i64, _, _>(chan, val.clone()),
+        )
+        .await
         {
             Ok(Ok(receivers)) => {
-                s.published(chan, receivers);
+                s.published(chan, receivers, &val);
                 Ok(u64::try_from(receivers).unwrap_or(0))
             }
             Ok(Err(e)) => {
@@ -264,6 +285,7 @@ async fn dispatch(mut rx: broadcast::Receiver<Message>, shared: Arc<Shared>) {
                     .read()
                     .ok()
                     .and_then(|m| m.get(&chan).cloned());
+                shared.echo_arrived(&chan, &data);
                 let Some(tx) = tx else { continue };
                 match tx.try_send((chan, data)) {
                     Ok(()) => {}
@@ -309,13 +331,14 @@ impl Driver for BusDriver {
             s.count_drop("bus_down", &"Redis unreachable");
             return Ok(());
         }
+        let val = bytes::Bytes::from(val);
         match tokio::time::timeout(
             s.command_timeout,
-            s.client.spublish::<i64, _, _>(chan.as_str(), val),
+            s.client.spublish::<i64, _, _>(chan.as_str(), val.clone()),
         )
         .await
         {
-            Ok(Ok(receivers)) => s.published(&chan, receivers),
+            Ok(Ok(receivers)) => s.published(&chan, receivers, &val),
             Ok(Err(e)) => s.count_drop("error", &e),
             Err(_) => s.count_drop("timeout", &"SPUBLISH timed out"),
         }

@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod driver;
+mod echo;
 pub mod supervisor;
 
 use std::sync::Mutex;
