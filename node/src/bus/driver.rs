@@ -16,7 +16,7 @@
 //!   subscribed within the last `redis.down_after`, the miss is counted (`unreached`): a node
 //!   that is re-subscribing after a Redis restart did not get it. (A node that just left is
 //!   counted the same way until the window passes.) One subscriber missing may be this node
-//!   itself (not a loss): [`super::echo`] waits for the message's own copy to tell.
+//!   itself (not a loss): the bus's `echo` module waits for the message's own copy to tell.
 //! - `num_serv`: SHARDNUMSUB of the request channel; while Redis is unreachable this node is the
 //!   only one it can reach, so it answers 1 (requests then complete locally instead of waiting).
 
