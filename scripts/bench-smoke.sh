@@ -33,9 +33,12 @@ check frontdoor "^\| iogate-lb \| [0-9.]+ ms" "^\| nginx \| [0-9.]+ ms" "^\| hap
   "^### \(t\) TLS termination" "^\| \(t\) TLS: proxy CPU per new session \| [0-9.]+ µs \| [0-9.]+ µs \| [0-9.]+ µs \|"
 
 echo "==> bench smoke: cluster"
-OUT="$base/cluster" RATES="2 5" bench/cluster.sh 40 2 100 5 >/dev/null
-check cluster "^\| iogate \| 2 \| [0-9]+ \|" "^\| iogate-recovery \| 2 \| [0-9]+ \|" "^\| socketio \| 2 \| [0-9]+ \|" \
+OUT="$base/cluster" RATES="2 5" LATE_WINDOW=1s bench/cluster.sh 40 2 100 5 >/dev/null
+check cluster "^\| iogate \| 2 \| [0-9]+ \|.* of [0-9]+ \(late [0-9]+\) \|" "^\| iogate-recovery \| 2 \| [0-9]+ \|" "^\| socketio \| 2 \| [0-9]+ \|" \
   "memory per idle client" "^\| Redis memory per tracked message \| \| [0-9]+ bytes"
+echo "==> bench smoke: cluster, clients straight on the nodes"
+OUT="$base/cluster-direct" VIA=direct RATES="2" LATE_WINDOW=1s bench/cluster.sh 40 2 100 2 >/dev/null
+check cluster-direct "straight on the nodes" "^\| iogate \| 2 \| [0-9]+ \|.*\| — \|" "^\| socketio \| 2 \| [0-9]+ \|"
 echo "==> bench smoke: slowloris"
 OUT="$base/slowloris" bench/slowloris.sh 200 20 3 >/dev/null
 check slowloris "closed by the LB: 200 of 200 opened" "^\| open client connections at the peak \(iogate_lb_client_connections\) \| [0-9]+ \|" \
@@ -50,4 +53,10 @@ OUT="$base/recovery" RATE=20 bench/recovery.sh 10 300 >/dev/null
 check recovery "^\| iogate, recovery off \| kill -9 one node, WebSocket \| [1-9][0-9]* of 10 \|" \
   "^\| iogate, recovery on \| SIGTERM one node, polling \| [1-9][0-9]* of 10 \| ([0-9]+) of \1 \| 0 of 3000 \| 0 \| 0 \|" \
   "^\| socket.io \+ redis-streams-adapter \| kill -9 one node, WebSocket \| [1-9][0-9]* of 10 \|"
+echo "==> bench smoke: flamegraph"
+OUT="$base/flamegraph" bench/flamegraph.sh 40 2 >/dev/null
+for part in ws polling connect; do
+  grep -q "<svg" "$base/flamegraph/lb-$part.svg" && [ "$(wc -l <"$base/flamegraph/$part.folded")" -gt 0 ] \
+    || { echo "bench smoke: no flame graph for $part" >&2; exit 1; }
+done
 echo "bench smoke: ok"

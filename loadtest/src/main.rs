@@ -81,6 +81,10 @@ struct Cli {
     /// Wait after the senders stop for in-flight messages.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     drain: Duration,
+    /// Keep listening this long after the drain: deliveries arriving then are counted as `late`
+    /// (and not as lost); what has not arrived by its end is `lost` (never delivered).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    late_window: Duration,
     /// Write the JSON summary to FILE (`-` = stdout).
     #[arg(long)]
     json: Option<String>,
@@ -194,6 +198,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         connect_timeout: cli.connect_timeout,
         ack_timeout: cli.ack_timeout,
         drain: cli.drain,
+        late_window: cli.late_window,
         cookies: cli.cookies,
         recovery: cli.recovery,
         ca: match &cli.ca {

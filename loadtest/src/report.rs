@@ -91,8 +91,15 @@ pub fn table(s: &Summary) -> String {
     if a.sent > 0 {
         let _ = writeln!(
             o,
-            "  messages      sent {}  expected {}  received {}  lost {}  duplicated {}  out-of-order {}  unexpected {}",
-            a.sent, a.expected, a.received, a.lost, a.duplicated, a.out_of_order, a.unexpected
+            "  messages      sent {}  expected {}  received {} (late {})  lost {}  duplicated {}  out-of-order {}  unexpected {}",
+            a.sent,
+            a.expected,
+            a.received,
+            a.late,
+            a.lost,
+            a.duplicated,
+            a.out_of_order,
+            a.unexpected
         );
     }
     if a.acks_sent > 0 {

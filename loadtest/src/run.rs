@@ -106,6 +106,8 @@ pub struct Env {
     pub ack_timeout: Duration,
     /// How long to wait for in-flight deliveries after the senders stop.
     pub drain: Duration,
+    /// After the drain, how long to keep listening: deliveries then count as late, not lost.
+    pub late_window: Duration,
     /// Give every client a cookie jar (kept across its reconnects).
     pub cookies: bool,
     /// Speak Socket.IO connection state recovery, as socket.io-client does: keep the session's
@@ -328,6 +330,11 @@ pub async fn run_phase(
         c.abort();
     }
     tokio::time::sleep(run.env.drain).await;
+    if !run.env.late_window.is_zero() {
+        // What arrives from now on was late; what never arrives is lost.
+        run.stats.drain_ended(run.now_us());
+        tokio::time::sleep(run.env.late_window).await;
+    }
     run.stop_all.store(true, Ordering::Release);
     run.stop_notify.notify_waiters();
     // One bound for all clients to finish their goodbyes, not one per client; stragglers are
@@ -628,13 +635,9 @@ fn handle(
             ) else {
                 return;
             };
-            run.stats.delivered(
-                i,
-                id,
-                sender as u32,
-                seq as u32,
-                run.now_us().saturating_sub(t),
-            );
+            let now = run.now_us();
+            run.stats
+                .delivered(i, id, sender as u32, seq as u32, now.saturating_sub(t), now);
         }
         _ => {}
     }

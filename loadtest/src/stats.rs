@@ -92,6 +92,10 @@ pub struct Stats {
     messages: Mutex<Vec<Sent>>,
     last_seq: Mutex<HashMap<(u32, u32), u32>>,
     received: AtomicU64,
+    /// Deliveries after the drain window (see [`Stats::drain_ended`]).
+    late: AtomicU64,
+    /// When the drain window ended (µs since the run's start; 0: not yet).
+    late_after_us: AtomicU64,
     duplicated: AtomicU64,
     out_of_order: AtomicU64,
     unexpected: AtomicU64,
@@ -121,6 +125,8 @@ impl Stats {
             messages: Mutex::new(Vec::new()),
             last_seq: Mutex::new(HashMap::new()),
             received: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            late_after_us: AtomicU64::new(0),
             duplicated: AtomicU64::new(0),
             out_of_order: AtomicU64::new(0),
             unexpected: AtomicU64::new(0),
@@ -195,9 +201,22 @@ impl Stats {
         }
     }
 
+    /// The drain window ended at `now_us`: deliveries from now on are late.
+    pub fn drain_ended(&self, now_us: u64) {
+        self.late_after_us.store(now_us.max(1), Ordering::Release);
+    }
+
     /// Receiver `r` got message `id` from `sender` with sequence `seq`, `latency_us` after it was
-    /// sent.
-    pub fn delivered(&self, r: usize, id: u64, sender: u32, seq: u32, latency_us: u64) {
+    /// sent, at `now_us` (µs since the run's start).
+    pub fn delivered(
+        &self,
+        r: usize,
+        id: u64,
+        sender: u32,
+        seq: u32,
+        latency_us: u64,
+        now_us: u64,
+    ) {
         let dup = match self.messages.lock() {
             Ok(mut m) => match m.get_mut(id as usize) {
                 Some(s) => {
@@ -215,6 +234,10 @@ impl Stats {
             return;
         }
         self.received.fetch_add(1, Ordering::Relaxed);
+        let late_after = self.late_after_us.load(Ordering::Acquire);
+        if late_after != 0 && now_us >= late_after {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
         if let Ok(mut last) = self.last_seq.lock() {
             let e = last.entry((r as u32, sender)).or_insert(0);
             if seq < *e {
@@ -298,6 +321,7 @@ impl Stats {
             sent,
             expected,
             received: self.received.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
             lost,
             duplicated: self.duplicated.load(Ordering::Relaxed),
             out_of_order: self.out_of_order.load(Ordering::Relaxed),
@@ -356,7 +380,9 @@ pub struct Accounting {
     pub expected: u64,
     /// Unique deliveries received.
     pub received: u64,
-    /// Expected deliveries that never arrived.
+    /// Of those, deliveries that arrived after the drain window (`--late-window`).
+    pub late: u64,
+    /// Expected deliveries that never arrived (not even within `--late-window`).
     pub lost: u64,
     /// Deliveries received more than once.
     pub duplicated: u64,
@@ -399,12 +425,12 @@ mod tests {
         s.connected(2, 10, None);
         s.disconnected(2, "transport close", false); // lost its connection: still expected
         let b = s.message_sent(None); // expected: 0, 1, 2
-        s.delivered(0, a, 0, 1, 100);
-        s.delivered(0, a, 0, 1, 100); // duplicate
-        s.delivered(2, a, 0, 1, 100); // unexpected (joined later)
-        s.delivered(0, b, 0, 2, 100);
-        s.delivered(1, b, 0, 2, 100);
-        s.delivered(1, a, 0, 1, 100); // out of order for (1, sender 0)
+        s.delivered(0, a, 0, 1, 100, 100);
+        s.delivered(0, a, 0, 1, 100, 100); // duplicate
+        s.delivered(2, a, 0, 1, 100, 100); // unexpected (joined later)
+        s.delivered(0, b, 0, 2, 100, 100);
+        s.delivered(1, b, 0, 2, 100, 100);
+        s.delivered(1, a, 0, 1, 100, 100); // out of order for (1, sender 0)
         let acc = s.summary();
         assert_eq!((acc.sent, acc.expected), (2, 5));
         assert_eq!(acc.lost, 1); // b to client 2
@@ -412,5 +438,24 @@ mod tests {
         assert_eq!(acc.unexpected, 1);
         assert_eq!(acc.out_of_order, 1);
         assert_eq!(acc.received, 5);
+        assert_eq!(acc.late, 0, "no late window: nothing is late");
+    }
+
+    #[test]
+    fn deliveries_after_the_drain_are_late_and_not_lost() {
+        let s = Stats::new(2);
+        s.connected(0, 10, None);
+        s.connected(1, 10, None);
+        let a = s.message_sent(None);
+        let b = s.message_sent(None);
+        s.delivered(0, a, 0, 1, 100, 1_000);
+        s.drain_ended(2_000);
+        s.delivered(1, a, 0, 1, 5_000, 6_000); // late
+        s.delivered(0, b, 0, 2, 5_000, 6_000); // late
+        let acc = s.summary();
+        assert_eq!(
+            (acc.expected, acc.received, acc.late, acc.lost),
+            (4, 3, 2, 1)
+        );
     }
 }
