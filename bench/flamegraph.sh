@@ -24,12 +24,7 @@ if ! command -v inferno-flamegraph >/dev/null; then
 fi
 bench_build iogate-node iogate-lb iogate-loadtest
 
-start_redis
-N1=$(free_port); N2=$(free_port)
-start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"
-start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"
-PORT=$(free_port)
-start_lb "$PORT" "$N1" "$N2"
+start_two_nodes_behind_lb
 
 # profile PART LOADTEST-ARGS...: run the load, sample the LB meanwhile, draw the graph.
 profile() {

@@ -93,6 +93,16 @@ start_node() {
   wait_http "http://127.0.0.1:$1/readyz"
 }
 
+# Redis, two iogate-nodes (ports N1, N2) and iogate-lb in front of them on PORT.
+start_two_nodes_behind_lb() {
+  start_redis
+  N1=$(free_port); N2=$(free_port)
+  start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"
+  start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"
+  PORT=$(free_port)
+  start_lb "$PORT" "$N1" "$N2"
+}
+
 # Start iogate-lb in its quick form in front of the given ports: start_lb PORT UPSTREAM_PORT...;
 # sets LB_PID and LB_ADMIN; returns once every upstream is up.
 start_lb() {

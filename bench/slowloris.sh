@@ -19,12 +19,7 @@ need redis-server:redis-server curl:curl python3:python3
 bench_build iogate-node iogate-lb iogate-loadtest
 md_open slowloris "bench/slowloris.sh $*"
 
-start_redis
-N1=$(free_port); N2=$(free_port)
-start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"
-start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"
-PORT=$(free_port)
-start_lb "$PORT" "$N1" "$N2"
+start_two_nodes_behind_lb
 metric() { curl -fsS "127.0.0.1:$LB_ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 lat() { jget "$1" "'%.3f' % d['accounting']['latency_ms']['$2']"; }
 
