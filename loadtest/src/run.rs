@@ -548,6 +548,12 @@ async fn drive(
                 None => return "transport close".into(),
             },
             _ = async { match send_at { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } } => {
+                // The senders may have been stopped while this one slept: a message sent now
+                // would go out during the drain (or after it) and look lost or late.
+                if run.stop_sending.load(Ordering::Acquire) {
+                    next_send = None;
+                    continue;
+                }
                 if let (Some(t), Some(iv)) = (next_send, interval) {
                     next_send = Some(t + iv);
                 }
