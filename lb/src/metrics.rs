@@ -174,6 +174,14 @@ impl LbMetrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Forget the series of DNS-named upstream `id` (removed from the config).
+    pub fn forget_dns(&self, id: &str) {
+        let _ = self.dns_addresses.remove_label_values(&[id]);
+        for r in ["ok", "empty", "error"] {
+            let _ = self.dns_resolutions.remove_label_values(&[id, r]);
+        }
+    }
+
     /// Forget every series of backend `id`.
     pub fn forget_backend(&self, id: &str) {
         let _ = self.sessions.remove_label_values(&[id]);

@@ -291,6 +291,21 @@ fn dns_trouble_keeps_the_last_good_set_and_a_vanished_name_drains_after_hold_emp
     );
     let (status, _) = http_get(lb.port, "/socket.io/?EIO=4&transport=polling").expect("answer");
     assert_eq!(status, 503, "no backend left for new sessions");
+
+    // A reload that replaces the name with a fixed address: the name's series go with it.
+    let fixed = yaml(port, admin, node_port, &dns, extra).replace(
+        &format!("address: {NAME}:{node_port}"),
+        &format!("address: 127.0.0.5:{node_port}"),
+    );
+    lb.rewrite(&fixed);
+    wait_for(Duration::from_secs(10), "the fixed address up", || {
+        (state(&lb, &ia) == json!("up")).then_some(())
+    });
+    let (_, metrics) = http_get(admin, "/metrics").expect("metrics");
+    assert!(
+        !metrics.contains(&format!("upstream=\"{upstream}\"")),
+        "the removed name's series are gone"
+    );
     drop((a, b));
 }
 

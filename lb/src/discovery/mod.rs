@@ -101,8 +101,23 @@ pub fn apply_upstreams(lb: &Lb, cfg: &LbConfig, sets: &mut Sets) -> Result<Appli
     let applied = lb
         .registry
         .apply(&expand(&cfg.upstreams, sets), !cfg.health.active.enabled)?;
-    // Applied: the names no longer configured are forgotten (a refused list changes nothing).
+    // Applied: the names no longer configured are forgotten (a refused list changes nothing),
+    // and so are the series of ids no DNS-named upstream has any more.
     let keys: HashSet<String> = cfg.upstreams.iter().map(key).collect();
+    let ids: HashSet<&str> = cfg
+        .upstreams
+        .iter()
+        .filter(|u| u.is_dns())
+        .map(Upstream::id)
+        .collect();
+    for gone in sets.keys().filter(|k| !keys.contains(*k)) {
+        // A key is `{id}={name}`; a DNS name has no `=`.
+        if let Some((id, _)) = gone.rsplit_once('=')
+            && !ids.contains(id)
+        {
+            lb.metrics.forget_dns(id);
+        }
+    }
     sets.retain(|k, _| keys.contains(k));
     if !applied.added.is_empty() {
         lb.probe_now.notify_one();
