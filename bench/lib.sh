@@ -58,7 +58,8 @@ need() {
 # The pinned Node.js baselines (bench/js/package.json).
 need_js() {
   command -v node >/dev/null || need node:nodejs npm:npm
-  [ -d bench/js/node_modules/@socket.io/redis-streams-adapter ] || npm ci --prefix bench/js --no-audit --no-fund >/dev/null
+  [ -d bench/js/node_modules/@socket.io/redis-streams-adapter ] && [ -d bench/js/node_modules/bufferutil ] \
+    || npm ci --prefix bench/js --no-audit --no-fund >/dev/null
 }
 
 # Every process a script starts goes into pids (children included: a backgrounded shell function

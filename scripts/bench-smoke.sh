@@ -53,6 +53,9 @@ OUT="$base/recovery" RATE=20 bench/recovery.sh 10 300 >/dev/null
 check recovery "^\| iogate, recovery off \| kill -9 one node, WebSocket \| [1-9][0-9]* of 10 \|" \
   "^\| iogate, recovery on \| SIGTERM one node, polling \| [1-9][0-9]* of 10 \| ([0-9]+) of \1 \| 0 of 3000 \| 0 \| 0 \|" \
   "^\| socket.io \+ redis-streams-adapter \| kill -9 one node, WebSocket \| [1-9][0-9]* of 10 \|"
+echo "==> bench smoke: node-memory"
+OUT="$base/node-memory" WS_READ_BUFFERS="4096 1024" bench/node-memory.sh 100 >/dev/null
+check node-memory "^\| iogate-node \| 4096 \| [0-9]+ \|" "^\| iogate-node \| 1024 \| [0-9]+ \|" "^\| Node.js socket.io \| — \| [0-9]+ \|"
 echo "==> bench smoke: flamegraph"
 OUT="$base/flamegraph" bench/flamegraph.sh 40 2 >/dev/null
 for part in ws polling connect; do

@@ -323,6 +323,7 @@ fn socketio_builder(cfg: &NodeConfig) -> SocketIoBuilder {
         .max_payload(e.max_payload)
         .ws_max_message_size(usize::try_from(e.max_payload).unwrap_or(usize::MAX))
         .max_buffer_size(e.max_buffer_size)
+        .ws_read_buffer_size(e.ws_read_buffer)
         .connect_timeout(e.connect_timeout)
         .upgrade_timeout(e.upgrade_timeout)
         .ack_timeout(e.ack_timeout);
