@@ -25,6 +25,19 @@ fn dropped(n: &Node) -> f64 {
     )
 }
 
+/// `iogate_node_bus_dropped_total` per reason (for the report).
+fn dropped_by_reason(n: &Node) -> Vec<(&'static str, f64)> {
+    iogate_node::metrics::BUS_DROP_REASONS
+        .iter()
+        .map(|r| {
+            (
+                *r,
+                n.metric_sum("iogate_node_bus_dropped_total", "reason", &[r]),
+            )
+        })
+        .collect()
+}
+
 fn received(fleet: &mut Fleet, client: &str) -> Vec<u64> {
     fleet.events("chat:message")[client]
         .as_array()
@@ -79,6 +92,7 @@ fn under_load(
     disrupt: impl FnOnce(&mut RedisCluster),
 ) -> (Duration, u64, u64) {
     let dropped_before = dropped(&s.n1);
+    let reasons_before = dropped_by_reason(&s.n1);
     s.fleet.cmd(
         json!({"cmd": "pump", "client": "a#0", "event": "chat:message",
                        "rate": RATE, "count": COUNT}),
@@ -120,9 +134,16 @@ fn under_load(
     );
     let lost = COUNT - distinct.len() as u64;
     let counted = (dropped(&s.n1) - dropped_before) as u64;
+    let reasons: Vec<String> = dropped_by_reason(&s.n1)
+        .iter()
+        .zip(&reasons_before)
+        .filter(|((_, after), (_, before))| after > before)
+        .map(|((r, after), (_, before))| format!("{r} {}", after - before))
+        .collect();
     eprintln!(
         "{what} (took {took:?}): first cross-node delivery {first:?} after it began; {lost} of \
-         {COUNT} lost on the other node, {counted} counted as dropped"
+         {COUNT} lost on the other node, {counted} counted as dropped ({})",
+        reasons.join(", ")
     );
     assert!(
         s.n1.try_wait_alive() && s.n2.try_wait_alive(),

@@ -2,8 +2,9 @@
 //! instead of failing, hanging or panicking.
 //!
 //! - `publish`: while the bus is not `up` the message is dropped at once and counted
-//!   (`bus_down`); otherwise SPUBLISH runs under `redis.command_timeout` and a timeout or error is
-//!   counted (`timeout`, `error`). It always returns `Ok`, so socketioxide goes on to deliver the
+//!   (`bus_down`); otherwise SPUBLISH runs under `redis.command_timeout` (fred's own timeout, so a
+//!   command given up on is never sent later) and a timeout or error is counted (`timeout`,
+//!   `error`). It always returns `Ok`, so socketioxide goes on to deliver the
 //!   broadcast to this node's own clients. The first drop of an outage is logged, later ones are
 //!   only counted.
 //! - `subscribe`: the channel is tracked first (so the supervisor re-subscribes it after every
@@ -26,7 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use fred::prelude::{Client, EventInterface, PubsubInterface};
+use fred::error::ErrorKind;
+use fred::prelude::{Client, ClientLike, EventInterface, PubsubInterface};
+use fred::types::config::Options;
 use fred::types::{Message, MessageKind};
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use tokio::sync::{broadcast, mpsc};
@@ -106,6 +109,23 @@ impl Shared {
     fn is_broadcast_channel(&self, chan: &str) -> bool {
         chan.strip_prefix(&self.request_prefix)
             .is_some_and(|rest| rest.matches('#').count() == 1)
+    }
+
+    /// SPUBLISH under `command_timeout`, timed by fred itself: a command fred gives up on is
+    /// marked so that it is never written later (after a reconnect, to a new master), where an
+    /// outer `tokio::time::timeout` would only drop the caller's future and leave the command
+    /// queued — delivered after it was counted as dropped. (Once written, a command cannot be
+    /// taken back: a timeout after the write is a Redis slower than `command_timeout`, and is
+    /// counted as a drop.)
+    async fn spublish(&self, chan: &str, val: bytes::Bytes) -> Result<i64, fred::error::Error> {
+        let options = Options {
+            timeout: Some(self.command_timeout),
+            ..Options::default()
+        };
+        self.client
+            .with_options(&options)
+            .spublish::<i64, _, _>(chan, val)
+            .await
     }
 
     /// Count a publish of `payload` on `chan` that reached `receivers` subscribers.
@@ -226,23 +246,18 @@ impl BusDriver {
             return Err(PublishError::BusDown);
         }
         let val = bytes::Bytes::from(val);
-        match tokio::time::timeout(
-            s.command_timeout,
-            s.client.spublish::<i64, _, _>(chan, val.clone()),
-        )
-        .await
-        {
-            Ok(Ok(receivers)) => {
+        match s.spublish(chan, val.clone()).await {
+            Ok(receivers) => {
                 s.published(chan, receivers, &val);
                 Ok(u64::try_from(receivers).unwrap_or(0))
             }
-            Ok(Err(e)) => {
-                s.count_drop("error", &e);
-                Err(PublishError::Redis(e.to_string()))
-            }
-            Err(_) => {
+            Err(e) if *e.kind() == ErrorKind::Timeout => {
                 s.count_drop("timeout", &"SPUBLISH timed out");
                 Err(PublishError::Timeout(s.command_timeout))
+            }
+            Err(e) => {
+                s.count_drop("error", &e);
+                Err(PublishError::Redis(e.to_string()))
             }
         }
     }
@@ -332,15 +347,12 @@ impl Driver for BusDriver {
             return Ok(());
         }
         let val = bytes::Bytes::from(val);
-        match tokio::time::timeout(
-            s.command_timeout,
-            s.client.spublish::<i64, _, _>(chan.as_str(), val.clone()),
-        )
-        .await
-        {
-            Ok(Ok(receivers)) => s.published(&chan, receivers, &val),
-            Ok(Err(e)) => s.count_drop("error", &e),
-            Err(_) => s.count_drop("timeout", &"SPUBLISH timed out"),
+        match s.spublish(&chan, val.clone()).await {
+            Ok(receivers) => s.published(&chan, receivers, &val),
+            Err(e) if *e.kind() == ErrorKind::Timeout => {
+                s.count_drop("timeout", &"SPUBLISH timed out")
+            }
+            Err(e) => s.count_drop("error", &e),
         }
         Ok(())
     }
