@@ -4,10 +4,11 @@
 //! — and against iogate-node's conformance profile, each directly and through iogate-lb. Every
 //! transcript must equal the reference's once session ids and server ack ids are replaced.
 //!
-//! Covered: handshake on both transports, heartbeat order and timing, close, upgrade, main and
-//! custom namespace with and without an auth payload, unknown namespace, events, acks both
-//! ways, binary attachments both ways, disconnect and reconnect of a namespace, and the error
-//! answers to an unknown sid, transport and protocol version.
+//! Covered: handshake on both transports, heartbeat order and timing, the close of a client that
+//! does not answer the PING, close, upgrade, main and custom namespace with and without an auth
+//! payload, unknown namespace, events, acks both ways, binary attachments both ways, disconnect
+//! and reconnect of a namespace, and the error answers to an unknown sid, transport and protocol
+//! version.
 
 use std::time::{Duration, Instant};
 
@@ -213,6 +214,22 @@ fn heartbeat(port: u16) -> (Transcript, [u128; 2]) {
     (t, delays)
 }
 
+/// A WebSocket client that does not answer the PING is closed once pingTimeout passes.
+fn ping_timeout(port: u16) -> Transcript {
+    let mut t = Transcript::default();
+    let mut ws = Ws::connect(port, PATH, None);
+    for what in ["open packet", "a ping"] {
+        let f = ws.recv(WAIT).expect(what);
+        note_frame(&mut t, &f);
+    }
+    // Not answered: the next thing is the close.
+    match ws.recv(WAIT) {
+        Some(f) => note_frame(&mut t, &f),
+        None => t.note(format!("nothing within {WAIT:?}")),
+    }
+    t
+}
+
 /// A client that opens a namespace right after the handshake gets its CONNECT answer first
 /// (PINGs are recorded here, not answered away).
 fn namespace_right_after_open(port: u16) -> Transcript {
@@ -312,10 +329,11 @@ fn iogate_answers_like_the_reference_server_directly_and_through_the_lb() {
         },
     ];
     type Script = fn(u16) -> Transcript;
-    let scripts: [(&str, Script); 6] = [
+    let scripts: [(&str, Script); 7] = [
         ("polling session", polling_session),
         ("websocket session", websocket_session),
         ("heartbeat", |p| heartbeat(p).0),
+        ("ping timeout", ping_timeout),
         ("namespace right after open", namespace_right_after_open),
         ("upgrade", upgrade),
         ("errors", errors),

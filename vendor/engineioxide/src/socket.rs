@@ -67,7 +67,6 @@ use std::{
 use crate::{config::EngineIoConfig, errors::Error};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, PacketParseError, ProtocolVersion, Str, TransportType};
-use futures_util::FutureExt;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
@@ -311,22 +310,31 @@ where
     ///
     /// Keep a handle to the job so that it can be aborted when the socket is closed
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
-        let cancellation_token = self.cancellation_token.clone();
-
-        tokio::spawn(
-            cancellation_token
-                .run_until_cancelled_owned(async move {
-                    if let Err(_e) = self.heartbeat_job(interval, timeout).await {
-                        self.close(DisconnectReason::HeartbeatTimeout);
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
-                    }
-                })
-                .inspect(|_v| {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
-                }),
-        );
+        // iogate patch: one flat state machine. `run_until_cancelled_owned` around an async
+        // block around `heartbeat_job` around `heartbeat_job_v4` made a 1,152-byte future, kept
+        // in every session's task for the session's life; this one is about half that.
+        let job = async move {
+            let done = tokio::select! {
+                biased;
+                _ = self.cancellation_token.cancelled() => None,
+                res = self.heartbeat_job(interval, timeout) => Some(res),
+            };
+            if let Some(Err(_e)) = &done {
+                // iogate patch: as the reference server, a WebSocket that missed its PONG is
+                // closed without an Engine.IO CLOSE packet (engine.io closes the transport only);
+                // a polling client still gets one, in answer to its GET.
+                if self.is_ws() {
+                    (self.close_fn)(self.id, DisconnectReason::HeartbeatTimeout);
+                } else {
+                    self.close(DisconnectReason::HeartbeatTimeout);
+                }
+                #[cfg(feature = "tracing")]
+                tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
+            }
+            #[cfg(feature = "tracing")]
+            tracing::debug!(aborted = done.is_none(), "heartbeat job completed");
+        };
+        tokio::spawn(job);
     }
 
     /// Heartbeat is sent every `interval` milliseconds by the client and the server `is` expected to respond within `timeout` milliseconds.

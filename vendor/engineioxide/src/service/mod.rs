@@ -212,7 +212,8 @@ where
     let RequestInfo { protocol, sid, .. } = RequestInfo::parse(&req, &engine.config)?;
 
     let (parts, _) = req.into_parts();
-    let fut = crate::transport::ws::on_init(engine, conn, protocol, sid, parts);
+    // iogate patch: the reader runs in a task of its own (see `transport::ws::spawn_session`).
+    let fut = crate::transport::ws::spawn_session(engine, conn, protocol, sid, parts);
     tokio::spawn(fut);
 
     Ok(())

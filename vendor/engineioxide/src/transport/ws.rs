@@ -71,7 +71,7 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
             .map(hyper_util::rt::TokioIo::new);
 
         let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
+            Ok(conn) => spawn_session(engine.clone(), conn, protocol, sid, parts).await,
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
@@ -80,10 +80,7 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         };
 
         match res {
-            Ok(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed")
-            }
+            Ok(_) => {}
             Err(Error::MultipleWebsocketRequests) => {}
             Err(_e) => {
                 #[cfg(feature = "tracing")]
@@ -107,6 +104,8 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
     feature = "tracing",
     tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
 )]
+// iogate patch: only the test harness awaits the whole session now (`spawn_session`).
+#[cfg_attr(not(feature = "__test_harness"), allow(dead_code))]
 pub async fn on_init<H: EngineIoHandler, S>(
     engine: Arc<EngineIo<H>>,
     conn: S,
@@ -114,6 +113,45 @@ pub async fn on_init<H: EngineIoHandler, S>(
     sid: Option<Sid>,
     req_data: Parts,
 ) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (socket, rx) = connect(&engine, conn, protocol, sid, req_data).await?;
+    read(engine, socket, rx).await;
+    Ok(())
+}
+
+/// iogate patch: [`on_init`] with the session's reader in a task of its own. A task keeps the
+/// largest state its future ever had for the whole connection: run as one future, the handshake's
+/// state (the upgrade request, the WebSocket stream before `split`, the polling-upgrade exchange
+/// under its timeout) stayed allocated in every idle WebSocket session's task, about 3 KiB, where
+/// the reader needs about 140 bytes. The handshake now runs in the spawning task, which ends once
+/// the reader is spawned. Errors are returned as by `on_init`; the reader's own end is handled as
+/// before (the session is closed with the reason).
+pub(crate) async fn spawn_session<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (socket, rx) = connect(&engine, conn, protocol, sid, req_data).await?;
+    tokio::spawn(read(engine, socket, rx));
+    Ok(())
+}
+
+/// The handshake of [`on_init`]: the session's socket and the WebSocket's read half, with the
+/// writer task already running.
+async fn connect<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<(Arc<Socket<H::Data>>, SplitStream<WebSocketStream<S>>), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -168,7 +206,17 @@ where
 
     // Pipe between websocket and internal socket channel.
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
+    Ok((socket, rx))
+}
 
+/// The reader of [`on_init`]: forwards the WebSocket's packets to the socket until either ends.
+async fn read<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    socket: Arc<Socket<H::Data>>,
+    rx: SplitStream<WebSocketStream<S>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // pipe between internal socket channel and websocket
     match forward_to_handler(&engine, rx, &socket)
         .with_cancellation_token(&socket.cancellation_token)
@@ -192,7 +240,6 @@ where
             tracing::debug!(sid = %socket.id, "socket is closing");
         }
     }
-    Ok(())
 }
 
 /// Forwards all packets received from a websocket to a EngineIo [`Socket`]
@@ -273,39 +320,6 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         ..
     } = &mut *internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
-                };
-                if let Err(_e) = res {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
-                }
-            };
-        }
-
     // Forward buffered packets until the channel is closed or the session is cancelled.
     loop {
         tokio::select! {
@@ -314,11 +328,11 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                 match items {
                     Some(packets) => {
                         for item in packets {
-                            map_fn!(item);
+                            send_packet(&socket, &mut tx, item).await;
                         }
                         while let Ok(packets) = buffered_rx.try_recv() {
                             for item in packets {
-                                map_fn!(item);
+                                send_packet(&socket, &mut tx, item).await;
                             }
                         }
                     }
@@ -332,7 +346,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
                     #[cfg(feature = "tracing")]
                     tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
                     for item in packets {
-                        map_fn!(item);
+                        send_packet(&socket, &mut tx, item).await;
                     }
                 }
             },
@@ -348,6 +362,46 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
 
     tx.flush().await.ok();
     tx.close().await.ok();
+}
+/// Map a packet to a websocket message and feed it to the sink.
+///
+/// iogate patch: a function, where it was a macro expanded in three places of
+/// `forward_to_socket`, each expansion with its own feed state in the writer's future (kept for
+/// the session's life).
+async fn send_packet<D, S>(
+    socket: &Socket<D>,
+    tx: &mut SplitSink<WebSocketStream<S>, Message>,
+    item: Packet,
+) where
+    D: Default + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let res = match item {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if socket.protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                // This requires a new buffer. This is OK as it is only for the V3 protocol.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                tx.feed(Message::Binary(buff.into())).await
+            } else {
+                tx.feed(Message::Binary(bin)).await
+            }
+        }
+        // A Noop Packet maybe sent by the server to upgrade from a polling connection
+        // In the case that the packet was not poll in time it will remain in the buffer and therefore
+        // it should be discarded here
+        Packet::Noop => Ok(()),
+        _ => {
+            let packet: String = item.try_into().unwrap();
+            tx.feed(Message::Text(packet.into())).await
+        }
+    };
+    if let Err(_e) = res {
+        #[cfg(feature = "tracing")]
+        tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+    }
 }
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
