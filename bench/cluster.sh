@@ -130,16 +130,10 @@ for stack in iogate iogate-recovery socketio; do
   start_stack "$stack"
   echo "== $stack: $IDLE_N idle clients straight to the nodes" >&2
   sleep 2
-  r0=$(( $(rss "$P1") + $(rss "$P2") ))
-  loadtest --url "http://127.0.0.1:$N1" --url "http://127.0.0.1:$N2" --scenario idle --clients "$IDLE_N" \
-    --connect-rate 2000 --duration 600s --local-addrs 8 &
-  LT=$!; pids+=("$LT")
-  wait_established "$IDLE_N" "$N1" "$N2"
-  got=$(established "$N1" "$N2"); sleep 3
-  r1=$(( $(rss "$P1") + $(rss "$P2") ))
-  IDLE_KIB[$stack]=$(awk -v a="$r0" -v b="$r1" -v g="$got" 'BEGIN { printf "%.1f", (b-a)/(g>0?g:1) }')
-  md "$stack idle: $got clients, nodes' RSS $(( r0 / 1024 )) → $(( r1 / 1024 )) MiB = ${IDLE_KIB[$stack]} KiB per client." ""
-  stop_pid "$LT"
+  hold_idle "$IDLE_N"
+  IDLE_KIB[$stack]=$IDLE_KIB
+  md "$stack idle: $IDLE_GOT clients, nodes' RSS $(( IDLE_R0 / 1024 )) → $(( IDLE_R1 / 1024 )) MiB = ${IDLE_KIB[$stack]} KiB per client." ""
+  stop_pid "$IDLE_LT"
   for _ in $(seq 1 100); do [ "$(established "$N1" "$N2")" -eq 0 ] && break; sleep 0.2; done
   via_text=$([ "$VIA" = lb ] && echo "through iogate-lb" || echo "straight on the nodes")
   echo "== $stack: broadcast ladder, $CLIENTS clients $via_text, ${STEP}s per rung" >&2

@@ -94,6 +94,21 @@ start_node() {
   wait_http "http://127.0.0.1:$1/readyz"
 }
 
+# Memory per idle client: hold_idle CLIENTS — CLIENTS idle WebSocket clients round-robin straight
+# to the nodes on N1 and N2 (pids P1, P2), measured once all are established. Sets IDLE_GOT
+# (clients held), IDLE_R0 / IDLE_R1 (the nodes' RSS in KiB before / after), IDLE_KIB (per client)
+# and IDLE_LT (the generator, still holding them: the caller stops it).
+hold_idle() {
+  IDLE_R0=$(( $(rss "$P1") + $(rss "$P2") ))
+  loadtest --url "http://127.0.0.1:$N1" --url "http://127.0.0.1:$N2" --scenario idle --clients "$1" \
+    --connect-rate 2000 --duration 600s --local-addrs 8 &
+  IDLE_LT=$!; pids+=("$IDLE_LT")
+  wait_established "$1" "$N1" "$N2"
+  IDLE_GOT=$(established "$N1" "$N2"); sleep 3
+  IDLE_R1=$(( $(rss "$P1") + $(rss "$P2") ))
+  IDLE_KIB=$(awk -v a="$IDLE_R0" -v b="$IDLE_R1" -v g="$IDLE_GOT" 'BEGIN { printf "%.1f", (b-a)/(g>0?g:1) }')
+}
+
 # Redis, two iogate-nodes (ports N1, N2) and iogate-lb in front of them on PORT.
 start_two_nodes_behind_lb() {
   start_redis

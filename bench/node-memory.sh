@@ -28,16 +28,9 @@ measure() {
   "$starter" "$N1"; P1=$STARTED
   "$starter" "$N2"; P2=$STARTED
   sleep 2
-  local r0 r1 got
-  r0=$(( $(rss "$P1") + $(rss "$P2") ))
-  loadtest --url "http://127.0.0.1:$N1" --url "http://127.0.0.1:$N2" --scenario idle --clients "$CLIENTS" \
-    --connect-rate 2000 --duration 600s --local-addrs 8 &
-  local lt=$!; pids+=("$lt")
-  wait_established "$CLIENTS" "$N1" "$N2"
-  got=$(established "$N1" "$N2"); sleep 3
-  r1=$(( $(rss "$P1") + $(rss "$P2") ))
-  md "$(awk -v l="$label" -v b="$buffer" -v g="$got" -v a="$r0" -v c="$r1" 'BEGIN { printf "| %s | %s | %d | %d → %d MiB | %.1f KiB |", l, b, g, a/1024, c/1024, (c-a)/(g>0?g:1) }')"
-  stop_pid "$lt"; stop_pid "$P1"; stop_pid "$P2"; stop_pid "$REDIS_PID"
+  hold_idle "$CLIENTS"
+  md "| $label | $buffer | $IDLE_GOT | $(( IDLE_R0 / 1024 )) → $(( IDLE_R1 / 1024 )) MiB | $IDLE_KIB KiB |"
+  stop_pid "$IDLE_LT"; stop_pid "$P1"; stop_pid "$P2"; stop_pid "$REDIS_PID"
 }
 iogate_node() {
   printf 'engineio:\n  ws_read_buffer: %s\n' "$BUFFER" >"$OUT/node-$BUFFER.yaml"

@@ -23,6 +23,9 @@ pub const REJECT_REASONS: [&str; 12] = [
     "no_backend",
 ];
 
+/// Every `result` label of `iogate_lb_dns_resolutions_total`.
+pub const DNS_RESULTS: [&str; 3] = ["ok", "empty", "error"];
+
 /// Every LB metric. Labels are backend ids, status codes and reasons — never sids or IPs.
 #[derive(Debug, Clone)]
 pub struct LbMetrics {
@@ -157,9 +160,10 @@ impl LbMetrics {
         }
     }
 
-    /// Count a resolution of DNS-named upstream `id` (every result shows, at 0 until seen).
+    /// Count a resolution of DNS-named upstream `id` (every result of [`DNS_RESULTS`] shows, at 0
+    /// until seen).
     pub fn dns_result(&self, id: &str, result: &str) {
-        for r in ["ok", "empty", "error"] {
+        for r in DNS_RESULTS {
             let c = self.dns_resolutions.with_label_values(&[id, r]);
             if r == result {
                 c.inc();
@@ -177,7 +181,7 @@ impl LbMetrics {
     /// Forget the series of DNS-named upstream `id` (removed from the config).
     pub fn forget_dns(&self, id: &str) {
         let _ = self.dns_addresses.remove_label_values(&[id]);
-        for r in ["ok", "empty", "error"] {
+        for r in DNS_RESULTS {
             let _ = self.dns_resolutions.remove_label_values(&[id, r]);
         }
     }

@@ -17,15 +17,7 @@ const BROADCAST_CHANNEL: &str = "iogate-request#/#";
 const COUNT: u64 = 600;
 const RATE: u64 = 40;
 
-fn dropped(n: &Node) -> f64 {
-    n.metric_sum(
-        "iogate_node_bus_dropped_total",
-        "reason",
-        iogate_node::metrics::BUS_DROP_REASONS,
-    )
-}
-
-/// `iogate_node_bus_dropped_total` per reason (for the report).
+/// `iogate_node_bus_dropped_total` per reason (every reason must be exported).
 fn dropped_by_reason(n: &Node) -> Vec<(&'static str, f64)> {
     iogate_node::metrics::BUS_DROP_REASONS
         .iter()
@@ -91,7 +83,6 @@ fn under_load(
     what: &str,
     disrupt: impl FnOnce(&mut RedisCluster),
 ) -> (Duration, u64, u64) {
-    let dropped_before = dropped(&s.n1);
     let reasons_before = dropped_by_reason(&s.n1);
     s.fleet.cmd(
         json!({"cmd": "pump", "client": "a#0", "event": "chat:message",
@@ -133,12 +124,16 @@ fn under_load(
         "{what}: duplicate cross-node delivery"
     );
     let lost = COUNT - distinct.len() as u64;
-    let counted = (dropped(&s.n1) - dropped_before) as u64;
-    let reasons: Vec<String> = dropped_by_reason(&s.n1)
+    let deltas: Vec<(&str, u64)> = dropped_by_reason(&s.n1)
         .iter()
         .zip(&reasons_before)
-        .filter(|((_, after), (_, before))| after > before)
-        .map(|((r, after), (_, before))| format!("{r} {}", after - before))
+        .map(|((r, after), (_, before))| (*r, (after - before) as u64))
+        .collect();
+    let counted: u64 = deltas.iter().map(|(_, d)| d).sum();
+    let reasons: Vec<String> = deltas
+        .iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(r, d)| format!("{r} {d}"))
         .collect();
     eprintln!(
         "{what} (took {took:?}): first cross-node delivery {first:?} after it began; {lost} of \

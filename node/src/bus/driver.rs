@@ -339,21 +339,8 @@ impl Driver for BusDriver {
     type Error = Infallible;
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
-        let Some(s) = &self.shared else {
-            return Ok(());
-        };
-        if s.status.get() != BusState::Up {
-            s.count_drop("bus_down", &"Redis unreachable");
-            return Ok(());
-        }
-        let val = bytes::Bytes::from(val);
-        match s.spublish(&chan, val.clone()).await {
-            Ok(receivers) => s.published(&chan, receivers, &val),
-            Err(e) if *e.kind() == ErrorKind::Timeout => {
-                s.count_drop("timeout", &"SPUBLISH timed out")
-            }
-            Err(e) => s.count_drop("error", &e),
-        }
+        // Counted either way; socketioxide goes on to deliver to this node's own clients.
+        let _ = self.publish_checked(&chan, val).await;
         Ok(())
     }
 
