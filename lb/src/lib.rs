@@ -21,6 +21,8 @@
 //!   registry like a reload.
 //! - [`health`] — active checks; [`control`] — housekeeping, reload, handover, shutdown.
 //! - [`admin`] — the admin API; [`metrics`] — the `iogate_lb_*` metrics.
+//! - [`tunnel`] — a WebSocket's two connections relayed by a task of their own once its `101`
+//!   is through (the vendored pingora-proxy hands them over).
 //! - [`tls`] — certificates of TLS listeners by SNI, reloaded in place; [`redirect`] — the
 //!   HTTP → HTTPS redirect listener.
 
@@ -44,3 +46,4 @@ pub mod select;
 pub mod sid_table;
 pub mod state;
 pub mod tls;
+pub mod tunnel;

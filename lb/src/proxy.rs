@@ -18,7 +18,11 @@
 //! - `response_filter`: `Connection: close` while the process is being replaced or stopped.
 //! - `response_body_filter`: [`OpenLearner`] records sid → backend *before* the body
 //!   (which carries the sid) is relayed.
-//! - `logging`: request metrics. Live counts never depend on it (guards in the CTX do).
+//! - `take_upgraded_tunnel` / `upgraded_tunnel` (vendored pingora-proxy hooks): once a `101`
+//!   has been written to the client, the two connections and the guards that count the tunnel
+//!   move to a [`tunnel::relay`](crate::tunnel::relay) task and the request finishes.
+//! - `logging`: request metrics. Live counts never depend on it (guards in the CTX, then in
+//!   the tunnel's task, do).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,7 +33,7 @@ use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{ProxyHttp, Session, UpgradedTunnel};
 
 use crate::admission::{self, Reject};
 use crate::backends::{Backend, PendingGuard, WsGuard};
@@ -445,6 +449,23 @@ impl ProxyHttp for Proxy {
             }
         }
         Ok(None)
+    }
+
+    fn take_upgraded_tunnel(&self, _session: &Session, _ctx: &Ctx) -> bool {
+        true
+    }
+
+    fn upgraded_tunnel(&self, _session: &mut Session, tunnel: UpgradedTunnel, ctx: &mut Ctx) {
+        let held = crate::tunnel::Held {
+            ws: ctx.ws.take(),
+            upgraded: ctx.upgraded.take(),
+            slot: ctx._slot.take(),
+        };
+        let idle = self.config.load().timeouts.websocket_idle;
+        tokio::spawn(async move {
+            let end = crate::tunnel::relay(tunnel, idle, held).await;
+            tracing::debug!(?end, "WebSocket tunnel ended");
+        });
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

@@ -99,6 +99,22 @@ use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
 pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeType};
 pub use proxy_purge::PurgeStatus;
+
+/// iogate patch: an HTTP/1 connection pair the upstream switched to another protocol (`101`),
+/// handed to [`ProxyHttp::upgraded_tunnel`] instead of being relayed as a body by pingora.
+#[derive(Debug)]
+pub struct UpgradedTunnel {
+    /// The client's connection; the `101` has been written to it.
+    pub downstream: Stream,
+    /// Bytes the client sent after its request that were already read (normally none: a client
+    /// waits for the `101`). They belong upstream.
+    pub downstream_unread: Bytes,
+    /// The upstream's connection.
+    pub upstream: Stream,
+    /// Bytes the upstream sent after its `101` that were read together with it. They belong to
+    /// the client.
+    pub upstream_unread: Bytes,
+}
 pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
 
 pub mod prelude {

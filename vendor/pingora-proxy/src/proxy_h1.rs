@@ -139,6 +139,17 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
+        // iogate patch: an upgrade the application takes over once the 101 is through (see
+        // `ProxyHttp::upgraded_tunnel`): both halves stop at the 101 instead of relaying the
+        // tunnel. Only a body-less HTTP/1 request without caching or custom messages qualifies.
+        let handoff = session.is_upgrade_req()
+            && matches!(*session.downstream_session, HttpSession::H1(_))
+            && !session.cache.enabled()
+            && downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+            && session.as_mut().is_body_empty()
+            && self.inner.take_upgraded_tunnel(session, ctx);
+
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
 
@@ -158,8 +169,15 @@ where
                 &mut downstream_custom_message_writer,
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
+                handoff,
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                handoff,
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -181,6 +199,40 @@ where
                     }
                 }
             }
+        }
+
+        // iogate patch: the upgrade went through; hand both connections to the application.
+        if ret.is_ok() && handoff && client_session.was_upgraded() {
+            if !session.was_upgraded() {
+                // A response filter turned the upstream's 101 into something else.
+                return (
+                    false,
+                    false,
+                    Some(Error::explain(
+                        InternalError,
+                        "upstream switched protocols but the client was not upgraded",
+                    )),
+                );
+            }
+            let downstream = session.downstream_session.take_upgraded_h1_stream();
+            let upstream = client_session.take_upgraded_stream();
+            let (Some((downstream, downstream_unread)), Some((upstream, upstream_unread))) =
+                (downstream, upstream)
+            else {
+                return (
+                    false,
+                    false,
+                    Some(Error::explain(InternalError, "upgraded streams not available")),
+                );
+            };
+            let tunnel = crate::UpgradedTunnel {
+                downstream,
+                downstream_unread: downstream_unread.freeze(),
+                upstream,
+                upstream_unread: upstream_unread.freeze(),
+            };
+            self.inner.upgraded_tunnel(session, tunnel, ctx);
+            return (false, false, None);
         }
 
         match ret {
@@ -251,6 +303,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        handoff: bool,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -284,6 +337,11 @@ where
                                     || format!("Failed to send upstream task {type_str}{} to pipe",
                                         if response_done { " (end)" } else {""})
                                 );
+                            // iogate patch: the 101 is on its way to the client; the tunnel is
+                            // the application's (nothing after the 101 is read here).
+                            if handoff && upgraded {
+                                return result.map(|_| false);
+                            }
                             // If the request is upgraded, the downstream pipe can early exit
                             // when the downstream connection is closed.
                             // In that case, this function should ignore that the pipe is closed.
@@ -460,6 +518,7 @@ where
             Box<dyn futures::Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>,
         >,
         pipe_state: Arc<AtomicU8>,
+        handoff: bool,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -640,6 +699,10 @@ where
                             // nothing sent downstream e.g. serve_from_cache
                             continue;
                         };
+                        // iogate patch: the 101 is written; the tunnel is the application's.
+                        if handoff && session.was_upgraded() {
+                            return Ok(false);
+                        }
                         response_state.maybe_set_upstream_done(response_done);
                         // unsuccessful upgrade response may force the request done
                         downstream_state.maybe_finished(session.is_body_done());
@@ -665,6 +728,10 @@ where
                             // nothing sent downstream e.g. serve_from_cache
                             continue;
                         };
+                        // iogate patch: the 101 is written; the tunnel is the application's.
+                        if handoff && session.was_upgraded() {
+                            return Ok(false);
+                        }
                         if !upgraded && session.was_upgraded() && downstream_state.can_poll() {
                             // TODO: write can happen async now
                             // just upgraded, the downstream state should be reset to continue to

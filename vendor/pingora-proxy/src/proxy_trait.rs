@@ -499,6 +499,21 @@ pub trait ProxyHttp {
         Ok(None)
     }
 
+    /// iogate patch: whether this request's connections go to [`Self::upgraded_tunnel`] once its
+    /// HTTP/1 upgrade succeeds, instead of pingora relaying the tunnel as a body inside the
+    /// request's task. Asked once, before the request is sent upstream; only HTTP/1 requests
+    /// without a body and without caching qualify. Default `false`: pingora's relay.
+    fn take_upgraded_tunnel(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        false
+    }
+
+    /// iogate patch: the connections of an upgrade the upstream accepted (`101`), after the
+    /// `101` went through the response filters and was written to the client, and before
+    /// [`Self::logging`]. Nothing of the tunnel has been relayed yet. The application owns both
+    /// streams from now on (typically it spawns a task that relays them); the request then
+    /// finishes as one whose response is complete, and neither connection is reused.
+    fn upgraded_tunnel(&self, _session: &mut Session, _tunnel: UpgradedTunnel, _ctx: &mut Self::CTX) {}
+
     /// This filter is called when the entire response is sent to the downstream successfully or
     /// there is a fatal error that terminate the request.
     ///

@@ -61,6 +61,16 @@ pub enum Session {
 }
 
 impl Session {
+    /// iogate patch: the raw stream of an HTTP/1 connection upgraded by a `101` this session
+    /// wrote, and the bytes already read from it past the request (see
+    /// [`SessionV1::take_upgraded_stream`]). `None` for other sessions.
+    pub fn take_upgraded_h1_stream(&mut self) -> Option<(Stream, bytes::BytesMut)> {
+        match self {
+            Self::H1(s) => s.take_upgraded_stream(),
+            _ => None,
+        }
+    }
+
     /// Create a new [`Session`] from an established connection for HTTP/1.x
     pub fn new_http1(stream: Stream) -> Self {
         Self::H1(SessionV1::new(stream))

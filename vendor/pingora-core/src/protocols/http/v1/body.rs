@@ -308,6 +308,23 @@ impl BodyReader {
         self.body_state = PS::UntilClose(0);
     }
 
+    /// iogate patch: take the bytes already read from the stream but not yet returned as body
+    /// (the rewind data and any overread), leaving none behind. Used to hand an upgraded
+    /// connection's raw stream to the application together with what was read ahead of it.
+    pub fn take_unread(&mut self) -> BytesMut {
+        let mut unread = BytesMut::new();
+        if self.rewind_buf_len > 0 {
+            if let Some(buf) = self.body_buf.as_mut() {
+                unread = buf.split_to(self.rewind_buf_len.min(buf.len()));
+            }
+            self.rewind_buf_len = 0;
+        }
+        if let Some(overread) = self.body_buf_overread.take() {
+            unread.extend_from_slice(&overread);
+        }
+        unread
+    }
+
     pub fn get_body(&self, buf_ref: &BufRef) -> &[u8] {
         // TODO: these get_*() could panic. handle them better
         buf_ref.get(self.body_buf.as_ref().unwrap())

@@ -746,6 +746,22 @@ impl HttpSession {
         self.upgraded
     }
 
+    /// iogate patch: take the raw stream of a connection the upstream upgraded (`101`), with
+    /// the bytes it sent after the `101` that were read together with it. `None` unless the
+    /// response was a successful upgrade. The session keeps an empty stand-in stream and must
+    /// not be reused.
+    pub fn take_upgraded_stream(&mut self) -> Option<(Stream, BytesMut)> {
+        if !self.upgraded {
+            return None;
+        }
+        let unread = self.body_reader.take_unread();
+        let stream = std::mem::replace(
+            &mut self.underlying_stream,
+            Box::new(std::io::Cursor::new(Vec::new())),
+        );
+        Some((stream, unread))
+    }
+
     /// If upgraded but not yet converted, then body writer will be
     /// converted to http1.0 mode (pass through bytes as-is).
     pub fn maybe_upgrade_body_writer(&mut self) {

@@ -727,6 +727,23 @@ impl HttpSession {
         }
     }
 
+    /// iogate patch: take the raw stream of a connection upgraded by the `101` this session
+    /// wrote, with the bytes already read from it past the request (none, for a client that
+    /// waited for the `101`). `None` unless the session was upgraded. The session keeps an empty
+    /// stand-in stream and can no longer be used for I/O (nor reused: a `101` disabled
+    /// keepalive).
+    pub fn take_upgraded_stream(&mut self) -> Option<(Stream, BytesMut)> {
+        if !self.upgraded {
+            return None;
+        }
+        let unread = self.body_reader.take_unread();
+        let stream = std::mem::replace(
+            &mut self.underlying_stream,
+            Box::new(std::io::Cursor::new(Vec::new())),
+        );
+        Some((stream, unread))
+    }
+
     /// Was this request successfully turned into an upgraded connection?
     ///
     /// Both the request had to have been an `Upgrade` request
