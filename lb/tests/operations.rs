@@ -247,11 +247,32 @@ fn websocket_burst_none_closed_after_101() {
         closed.is_empty(),
         "closed right after connecting: {closed:?}"
     );
-    assert_eq!(
+    let live = |lb: &Lb| {
         lb.metric("iogate_lb_websockets{backend=\"b1\"}")
-            + lb.metric("iogate_lb_websockets{backend=\"b2\"}"),
+            + lb.metric("iogate_lb_websockets{backend=\"b2\"}")
+    };
+    assert_eq!(live(&lb), 500.0);
+    // Each tunnel's request is logged at its 101, not when the tunnel ends.
+    assert_eq!(
+        lb.metric("iogate_lb_requests_total{backend=\"b1\",code=\"101\"}")
+            + lb.metric("iogate_lb_requests_total{backend=\"b2\",code=\"101\"}"),
         500.0
     );
+    // The tunnels' relay tasks hold the live counts and the connections: when the clients
+    // leave, the counts come back to exactly 0 and the nodes see every socket go.
+    fleet.cmd(json!({"cmd": "close", "prefix": "burst"}));
+    wait_for(Duration::from_secs(10), "every tunnel uncounted", || {
+        (live(&lb) == 0.0).then_some(())
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "every socket gone from the nodes",
+        || {
+            let on = |n: &Node| n.metric("iogate_node_sockets{transport=\"websocket\"}");
+            (on(&a) + on(&b) == 0.0).then_some(())
+        },
+    );
+    assert_eq!(live(&lb), 0.0, "a tunnel was uncounted twice");
 }
 
 #[test]
