@@ -52,7 +52,9 @@ HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 bench_build iogate-node iogate-lb iogate-loadtest
 # PARTS=t alone records as its own section (frontdoor-tls), so the full run's tables stay.
 PARTS=${PARTS:-a,b,c,d,t}
-if [ "$PARTS" = t ]; then md_open frontdoor-tls "PARTS=t bench/frontdoor.sh $*"; else md_open frontdoor "bench/frontdoor.sh $*"; fi
+if [ "$PARTS" = t ]; then md_open frontdoor-tls "PARTS=t bench/frontdoor.sh $*"
+elif [ "$PARTS" = a,b,c,d,t ]; then md_open frontdoor "bench/frontdoor.sh $*"
+else md_open frontdoor "PARTS=$PARTS bench/frontdoor.sh $*"; fi
 md "Versions: iogate-lb $("$BIN/iogate-lb" --version | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | awk '{print $1, $3}')." ""
 
 start_redis
