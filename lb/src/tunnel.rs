@@ -10,9 +10,10 @@
 //! [`relay`] carries the tunnel in a task of its own.
 //!
 //! Contract:
-//! - Only after the upstream answered `101` and the client received it: nothing the client sent
-//!   before that is ever relayed as tunnel data (pingora refuses bytes after a body-less request
-//!   before its response, so an early `Upgrade` cannot smuggle a request — CVE-2026-2833).
+//! - Only after the upstream answered `101` and the client was sent it. Bytes the client sent in
+//!   the same read as its request reach the backend only then, as data of the protocol it
+//!   switched to; bytes arriving separately before the response are refused by pingora ("Sent
+//!   data after end of body"), so an early `Upgrade` cannot smuggle a request (CVE-2026-2833).
 //! - Bytes read together with the `101` or the request (`*_unread`) are relayed first.
 //! - Memory only while data is in flight (HAProxy's approach): each read goes into a stack
 //!   buffer and is written on at once; only what the receiver cannot take right away is kept

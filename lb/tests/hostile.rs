@@ -3,7 +3,9 @@
 //! throughout, both processes keep serving, and their memory comes back near its baseline.
 //! Every outcome is checked, not only survival.
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use iogate_testkit::eio::{Frame, Ws};
 use iogate_testkit::{Fleet, Lb, Node, free_port, http_raw, lb_yaml};
@@ -300,4 +302,63 @@ fn hostile_inputs_close_only_their_sender() {
         node_rss1 < node_rss0 + 16 * 1024,
         "iogate-node RSS {node_rss0} -> {node_rss1} KiB"
     );
+}
+
+/// Everything the LB sends on `s` until it closes the connection (or 5 s pass).
+fn read_to_close(s: &mut TcpStream) -> String {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A request written behind an upgrade request, in the same packet, never reaches the node
+/// as a request: not when the node refuses the upgrade (the bytes are not turned into a
+/// tunnel), and not when it accepts it (they arrive as WebSocket data, which the node rejects).
+#[test]
+fn a_request_smuggled_behind_an_upgrade_never_reaches_the_node() {
+    let _serial = iogate_testkit::heavy();
+    let node = Node::start("s1", &["--redis-url", "none"]);
+    let (port, admin) = (free_port(), free_port());
+    let _lb = Lb::start(
+        port,
+        admin,
+        &lb_yaml(port, admin, &[("s1", node.port)], ""),
+        true,
+    );
+    // The node answers this itself; through the LB it is not exposed.
+    assert!(node.get("/metrics").1.contains("iogate_node_"));
+    let smuggled = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (query, status) in [
+        // Engine.IO 3 is not served: the node refuses the upgrade.
+        ("EIO=3&transport=websocket", "HTTP/1.1 400"),
+        ("EIO=4&transport=websocket", "HTTP/1.1 101"),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let upgrade = format!(
+            "GET {PATH}?{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(format!("{upgrade}{smuggled}").as_bytes())
+            .expect("write");
+        let got = read_to_close(&mut s);
+        assert!(got.starts_with(status), "{query}: {got}");
+        assert!(
+            !got.contains("iogate_node_"),
+            "{query}: the request behind the upgrade reached the node: {got}"
+        );
+    }
 }
