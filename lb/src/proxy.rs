@@ -1,11 +1,11 @@
 //! The proxy, phase by phase (pingora `ProxyHttp`). Routing is decided per HTTP request, never
 //! per TCP connection. Each phase hands off to the module that owns the decision:
 //!
-//! - `request_filter`: [`admission`](crate::admission) (limits; one [`reject`] path answers and counts every
-//!   refusal), Engine.IO classification ([`engineio`](crate::engineio)); a request naming a sid is bound through
-//!   [`Lb::route_sid`] (tag → sid table → cookie) or answered `400 Session ID unknown`; a new
-//!   session passes [`admission::admit_new_session`](crate::admission::admit_new_session). WebSocket upgrades get the configured idle
-//!   timeout.
+//! - `request_filter`: [`crate::admission`] (limits; one `reject` path answers and counts every
+//!   refusal), Engine.IO classification ([`crate::engineio`]); a request naming a sid is bound
+//!   through [`Lb::route_sid`] (tag → sid table → cookie) or answered `400 Session ID unknown`; a
+//!   new session passes [`crate::admission::admit_new_session`]. WebSocket upgrades get the
+//!   configured idle timeout.
 //! - `upstream_peer`: the bound backend, or [`Lb::pick_new`] over ready backends not tried yet.
 //!   A new WebSocket is counted at once (RAII guard); a new polling handshake counts as pending
 //!   until its sid is learned.

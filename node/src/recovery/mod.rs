@@ -66,7 +66,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const READ_BLOCK: Duration = Duration::from_millis(1000);
 /// Entries per `XREAD` / `XRANGE` page.
 const PAGE: u64 = 1000;
-/// Writes taken into one pipeline.
+/// Writes taken into one batch (sent together, in order).
 const BATCH: usize = 512;
 /// Added to the retention window beyond `max_disconnection` and one heartbeat.
 const MARGIN: Duration = Duration::from_secs(10);

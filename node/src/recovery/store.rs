@@ -3,6 +3,14 @@
 //! offset it connected at). Every command runs under `redis.command_timeout`, except the
 //! reader's blocking `XREAD`, which has its own connection.
 //!
+//! The timeout is fred's own per-command one (`Options::timeout`), never an outer
+//! `tokio::time::timeout`, and writes are separate commands, never a fred pipeline: a command
+//! that times out while fred holds it (Redis down, reconnecting) is marked and never written,
+//! whereas a dropped future or a timed-out pipeline stays queued and is written after the
+//! reconnect — a session record put back into a restarted Redis whose stream lost the
+//! session's history would let a client "recover" without the packets it missed. (A command
+//! already written when it times out may still run: Redis gives no way to take it back.)
+//!
 //! Keys (with `redis.key_prefix` = `iogate`):
 //! - `{iogate-csr}<ns>` — a namespace's stream. The hash tag puts every namespace's stream on
 //!   one Redis Cluster slot, so one `XREAD` reads them all.
@@ -16,6 +24,7 @@
 use std::time::Duration;
 
 use fred::prelude::{Client, ClientLike};
+use fred::types::config::Options;
 use fred::types::{ClusterHash, CustomCommand, Value as RValue};
 use fred::util::redis_keyslot;
 
@@ -231,16 +240,24 @@ impl Store {
         format!("{}-csr-session:{pid}", self.prefix)
     }
 
+    /// One command under fred's own timeout (see the module doc for why not an outer one).
     async fn run(
         &self,
         c: &Client,
         command: CustomCommand,
         args: Vec<RValue>,
     ) -> Result<RValue, StoreError> {
-        match tokio::time::timeout(self.timeout, c.custom::<RValue, RValue>(command, args)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        }
+        let options = Options {
+            timeout: Some(self.timeout),
+            ..Options::default()
+        };
+        c.with_options(&options)
+            .custom::<RValue, RValue>(command, args)
+            .await
+            .map_err(|e| match e.kind() {
+                fred::error::ErrorKind::Timeout => StoreError::Timeout(self.timeout),
+                _ => e.into(),
+            })
     }
 
     /// One command on the commands client, routed by `key`.
@@ -265,14 +282,14 @@ impl Store {
         self.command("XTRIM", key, args).await.map(drop)
     }
 
-    /// Append entries in order (one pipeline): (stream key, entry bytes, writer tag `uid:n`).
-    /// One result per entry.
+    /// Append entries in order: (stream key, entry bytes, writer tag `uid:n`). One result per
+    /// entry. The commands are sent together, in order (fred pipelines them on the connection
+    /// without a pipeline's all-or-nothing timeout).
     pub async fn append(
         &self,
         items: &[(String, Vec<u8>, String)],
     ) -> Result<Vec<Result<Offset, StoreError>>, StoreError> {
-        let pipeline = self.client.pipeline();
-        for (key, bytes, writer) in items {
+        let sends = items.iter().map(|(key, bytes, writer)| {
             let args: Vec<RValue> = vec![
                 key.as_str().into(),
                 "*".into(),
@@ -281,15 +298,12 @@ impl Store {
                 "w".into(),
                 writer.as_str().into(),
             ];
-            let _: () = pipeline.custom(cmd("XADD", key, false), args).await?;
-        }
-        let results = match tokio::time::timeout(self.timeout, pipeline.try_all::<RValue>()).await {
-            Ok(r) => r,
-            Err(_) => return Err(StoreError::Timeout(self.timeout)),
-        };
-        Ok(results
+            self.command("XADD", key, args)
+        });
+        Ok(futures_util::future::join_all(sends)
+            .await
             .into_iter()
-            .map(|r| r.map_err(StoreError::from).and_then(|v| as_offset(&v)))
+            .map(|r| r.and_then(|v| as_offset(&v)))
             .collect())
     }
 
@@ -504,12 +518,12 @@ impl Store {
         }
     }
 
-    /// Apply session writes in order (one pipeline); a failed one is reported, the others run.
+    /// Apply session writes in order (sent together); a failed one is reported, the others run.
     pub async fn write_sessions(&self, writes: &[SessionWrite]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
-        let pipeline = self.client.pipeline();
+        let mut sends = Vec::with_capacity(writes.len());
         for w in writes {
             let (key, args) = match w {
                 SessionWrite::Put {
@@ -544,14 +558,11 @@ impl Store {
                     (key, args)
                 }
             };
-            let _: () = pipeline.custom(cmd("EVAL", &key, false), args).await?;
+            sends.push(async move { self.command("EVAL", &key, args).await });
         }
-        let results = match tokio::time::timeout(self.timeout, pipeline.try_all::<RValue>()).await {
-            Ok(r) => r,
-            Err(_) => return Err(StoreError::Timeout(self.timeout)),
-        };
+        let results = futures_util::future::join_all(sends).await;
         match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -561,18 +572,15 @@ impl Store {
         if pids.is_empty() {
             return Ok(());
         }
-        let pipeline = self.client.pipeline();
-        for pid in pids {
+        let sends = pids.iter().map(|pid| async move {
             let key = self.session_key(pid);
             let args: Vec<RValue> = vec![key.as_str().into(), millis(ttl).into()];
-            let _: () = pipeline.custom(cmd("PEXPIRE", &key, false), args).await?;
-        }
-        match tokio::time::timeout(self.timeout, pipeline.try_all::<RValue>()).await {
-            Ok(results) => match results.into_iter().find_map(Result::err) {
-                Some(e) => Err(e.into()),
-                None => Ok(()),
-            },
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
+            self.command("PEXPIRE", &key, args).await
+        });
+        let results = futures_util::future::join_all(sends).await;
+        match results.into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }
