@@ -76,7 +76,6 @@ pub enum End {
 }
 
 /// One direction of the tunnel.
-#[derive(Default)]
 struct Flow {
     /// Read but not yet written on (only while the receiver cannot take it).
     pending: Bytes,

@@ -273,13 +273,15 @@ async fn write_loop(rec: Weak<Recovery>, mut rx: mpsc::UnboundedReceiver<WriteOp
                         (k.clone(), e.clone(), format!("{}:{n}", rec.writer_uid))
                     })
                     .collect();
-                let results = match rec.store.append(&items).await {
-                    Ok(results) => results,
-                    Err(e) => {
-                        tracing::warn!(error = %e, entries = items.len(), "appending tracked packets timed out");
-                        items.iter().map(|_| Err(e.clone())).collect()
-                    }
-                };
+                let results = rec.store.append(&items).await;
+                let failed = results.iter().filter(|r| r.is_err()).count();
+                if failed > 0 {
+                    tracing::warn!(
+                        failed,
+                        entries = items.len(),
+                        "appending tracked packets: no answer for some"
+                    );
+                }
                 for ((key, _, reply, _, _), r) in appends.into_iter().zip(results) {
                     let r = match r {
                         Ok(id) => {

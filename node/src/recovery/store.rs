@@ -136,6 +136,18 @@ fn cmd(name: &'static str, key: &str, blocking: bool) -> CustomCommand {
     )
 }
 
+/// Send commands together (in order) and wait for all: the first failure, if any.
+async fn all_ok<F>(sends: impl IntoIterator<Item = F>) -> Result<(), StoreError>
+where
+    F: std::future::Future<Output = Result<RValue, StoreError>>,
+{
+    let results = futures_util::future::join_all(sends).await;
+    match results.into_iter().find_map(Result::err) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 fn as_offset(v: &RValue) -> Result<Offset, StoreError> {
     let s = v
         .as_str()
@@ -288,7 +300,7 @@ impl Store {
     pub async fn append(
         &self,
         items: &[(String, Vec<u8>, String)],
-    ) -> Result<Vec<Result<Offset, StoreError>>, StoreError> {
+    ) -> Vec<Result<Offset, StoreError>> {
         let sends = items.iter().map(|(key, bytes, writer)| {
             let args: Vec<RValue> = vec![
                 key.as_str().into(),
@@ -300,11 +312,11 @@ impl Store {
             ];
             self.command("XADD", key, args)
         });
-        Ok(futures_util::future::join_all(sends)
+        futures_util::future::join_all(sends)
             .await
             .into_iter()
             .map(|r| r.and_then(|v| as_offset(&v)))
-            .collect())
+            .collect()
     }
 
     /// The key recording how far stream `key` was trimmed (the largest id removed, or beyond).
@@ -560,11 +572,7 @@ impl Store {
             };
             sends.push(async move { self.command("EVAL", &key, args).await });
         }
-        let results = futures_util::future::join_all(sends).await;
-        match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        all_ok(sends).await
     }
 
     /// Push the expiry of live sessions `pids` to `ttl` from now.
@@ -577,10 +585,6 @@ impl Store {
             let args: Vec<RValue> = vec![key.as_str().into(), millis(ttl).into()];
             self.command("PEXPIRE", &key, args).await
         });
-        let results = futures_util::future::join_all(sends).await;
-        match results.into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        all_ok(sends).await
     }
 }
