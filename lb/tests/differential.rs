@@ -7,7 +7,8 @@
 //! Covered: handshake on both transports, heartbeat order and timing, the close of a client that
 //! does not answer the PING, close, upgrade, main and custom namespace with and without an auth
 //! payload, unknown namespace, events, acks both ways, binary attachments both ways, disconnect
-//! and reconnect of a namespace, and the error answers to an unknown sid, transport and protocol
+//! and reconnect of a namespace, a server-side namespace disconnect on both transports, the close
+//! after a malformed packet, and the error answers to an unknown sid, transport and protocol
 //! version.
 
 use std::time::{Duration, Instant};
@@ -81,14 +82,20 @@ fn polls(t: &mut Transcript, p: &Polling, n: usize) {
     }
 }
 
-/// Handshake, namespaces, events, acks, binary and close over long-polling.
-fn polling_session(port: u16) -> Transcript {
+/// A polling handshake and the main namespace joined (its CONNECT answer and `auth` polled).
+fn polling_in_main_namespace(port: u16) -> (Transcript, Polling) {
     let mut t = Transcript::default();
     let mut p = Polling::new(port, PATH);
     let (status, open) = p.handshake();
     t.note(format!("handshake -> {status} {}", payload(&open)));
     post(&mut t, &p, &["40"]);
     polls(&mut t, &p, 2);
+    (t, p)
+}
+
+/// Handshake, namespaces, events, acks, binary and close over long-polling.
+fn polling_session(port: u16) -> Transcript {
+    let (mut t, p) = polling_in_main_namespace(port);
     post(&mut t, &p, &[r#"42["message",1,"2",{"3":[true]}]"#]);
     polls(&mut t, &p, 1);
     post(&mut t, &p, &[r#"421["message-with-ack",1,"2"]"#]);
@@ -230,6 +237,56 @@ fn ping_timeout(port: u16) -> Transcript {
     t
 }
 
+/// The frames that follow within `within` (PINGs answered), or the close.
+fn rest(t: &mut Transcript, ws: &mut Ws, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            t.note(format!("nothing more within {within:?}"));
+            return;
+        }
+        match ws.recv(left) {
+            Some(Frame::Text(p)) if p == "2" => ws.send("3"),
+            Some(f) => {
+                note_frame(t, &f);
+                if f == Frame::Closed {
+                    return;
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// Server-side closes over a WebSocket: the server disconnects the socket from its only
+/// namespace (the connection stays, as with socket.io's `socket.disconnect()`), and a malformed
+/// packet (unknown type) closes the connection without a CLOSE packet.
+fn server_side_closes(port: u16) -> Transcript {
+    let mut t = Transcript::default();
+    let mut ws = Ws::connect(port, PATH, None);
+    expect(&mut t, &mut ws, 1);
+    send(&mut t, &mut ws, "40");
+    expect(&mut t, &mut ws, 2);
+    send(&mut t, &mut ws, r#"42["disconnect-me"]"#);
+    rest(&mut t, &mut ws, Duration::from_millis(1000));
+    send(&mut t, &mut ws, "40");
+    expect(&mut t, &mut ws, 2);
+    send(&mut t, &mut ws, "9");
+    rest(&mut t, &mut ws, WAIT);
+    t
+}
+
+/// The same disconnect over long-polling: the DISCONNECT arrives in a poll, the session stays.
+fn server_disconnect_polling(port: u16) -> Transcript {
+    let (mut t, p) = polling_in_main_namespace(port);
+    post(&mut t, &p, &[r#"42["disconnect-me"]"#]);
+    polls(&mut t, &p, 1);
+    post(&mut t, &p, &["40"]);
+    polls(&mut t, &p, 2);
+    t
+}
+
 /// A client that opens a namespace right after the handshake gets its CONNECT answer first
 /// (PINGs are recorded here, not answered away).
 fn namespace_right_after_open(port: u16) -> Transcript {
@@ -329,7 +386,7 @@ fn iogate_answers_like_the_reference_server_directly_and_through_the_lb() {
         },
     ];
     type Script = fn(u16) -> Transcript;
-    let scripts: [(&str, Script); 7] = [
+    let scripts: [(&str, Script); 9] = [
         ("polling session", polling_session),
         ("websocket session", websocket_session),
         ("heartbeat", |p| heartbeat(p).0),
@@ -337,6 +394,8 @@ fn iogate_answers_like_the_reference_server_directly_and_through_the_lb() {
         ("namespace right after open", namespace_right_after_open),
         ("upgrade", upgrade),
         ("errors", errors),
+        ("server-side closes", server_side_closes),
+        ("server disconnect over polling", server_disconnect_polling),
     ];
     let mut mismatches = Vec::new();
     for (name, script) in scripts {
@@ -365,6 +424,10 @@ fn iogate_answers_like_the_reference_server_directly_and_through_the_lb() {
             "DIFFERENT"
         };
         eprintln!("{name}: {} lines, {same}", expected.0.len());
+        // `DIFFERENTIAL_SHOW=1 cargo test --test differential -- --nocapture` prints them all.
+        if std::env::var_os("DIFFERENTIAL_SHOW").is_some() {
+            eprintln!("{}", expected.text());
+        }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 

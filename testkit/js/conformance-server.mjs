@@ -28,6 +28,8 @@ function application(socket) {
   socket.on("emit-with-ack", (...args) => {
     socket.emit("emit-with-ack", ...args, (...reply) => socket.emit("emit-with-ack", ...reply));
   });
+  // Not in the socket.io-protocol test suite: the differential test's server-side disconnect.
+  socket.on("disconnect-me", () => socket.disconnect());
 }
 io.of("/").on("connection", application);
 io.of("/custom").on("connection", application);

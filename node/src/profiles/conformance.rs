@@ -5,7 +5,9 @@
 //! - `message` → emit `message-back` with the same arguments (binary kept);
 //! - `message-with-ack` → ack with the same arguments;
 //! - `emit-with-ack` → emit `emit-with-ack` with the same arguments, expecting an ack, then emit
-//!   `emit-with-ack` again with the ack's arguments.
+//!   `emit-with-ack` again with the ack's arguments;
+//! - `disconnect-me` → the server disconnects the socket from its namespace (not in the test
+//!   suite: the differential test compares server-side disconnects with the reference's).
 //!
 //! The timings (ping 300 ms / 200 ms, connect timeout 1 s, max payload 1e6) are applied by
 //! [`NodeConfig::apply`](crate::config::NodeConfig::apply).
@@ -60,6 +62,13 @@ fn on_connect(socket: SocketRef, auth: Option<rmpv::Value>, ctx: NodeContext) {
             ready(())
         },
     );
+
+    socket.on("disconnect-me", |s: SocketRef| {
+        if let Err(e) = s.disconnect() {
+            tracing::debug!(error = %e, "disconnect-me: already gone");
+        }
+        ready(())
+    });
 
     let c = ctx;
     socket.on(
