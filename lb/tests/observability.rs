@@ -1,13 +1,16 @@
 //! Observability with a real Prometheus: it scrapes iogate-lb (TLS listener) and two nodes
 //! while clients run through the LB, loads the recording and alert rules of
 //! deploy/prometheus, and every query of every panel of the Grafana dashboard
-//! (deploy/grafana/iogate.json) returns data. Long-lived sessions show while they live.
+//! (deploy/grafana/iogate.json) returns data. Long-lived sessions show while they live. Every
+//! target's exposition passes `promtool check metrics` (Prometheus's naming conventions).
 
+use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use iogate_testkit::{
-    Lb, Loadtest, Node, Prometheus, Redis, TestCert, free_port, wait_bus_up, wait_for,
+    Lb, Loadtest, Node, Prometheus, Redis, TestCert, free_port, http_get, wait_bus_up, wait_for,
 };
 use serde_json::Value;
 
@@ -108,10 +111,52 @@ fn prometheus_scrapes_everything_the_dashboard_and_the_rules_need() {
         }
     }
     assert_eq!(queries, 24, "every target of every panel was queried");
+
+    // Names and types follow Prometheus's conventions: promtool's linter finds nothing in any
+    // target's exposition, taken under load (every series present).
+    for (what, port) in [
+        ("iogate-lb", admin),
+        ("node o1", nodes[0].port),
+        ("node o2", nodes[1].port),
+    ] {
+        let (status, body) = http_get(port, "/metrics").expect("metrics answered");
+        assert_eq!(status, 200, "{what}");
+        let series = body.lines().filter(|l| l.starts_with("iogate_")).count();
+        assert!(
+            series >= 20,
+            "{what}: only {series} iogate_ series:\n{body}"
+        );
+        let (ok, out) = promtool_check_metrics(&body);
+        assert!(
+            ok && out.trim().is_empty(),
+            "{what}: promtool check metrics:\n{out}"
+        );
+    }
     let acc = run.finish(Duration::from_secs(60));
     assert_eq!(acc["accounting"]["lost"], 0, "{acc}");
     eprintln!(
         "{} dashboard panels, {queries} queries, every one returned data",
         panels.len()
     );
+}
+
+/// `promtool check metrics` on an exposition: (exit success, what it printed).
+fn promtool_check_metrics(exposition: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
 }
