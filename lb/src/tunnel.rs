@@ -111,6 +111,8 @@ impl Flow {
                 self.unflushed = true;
                 *moved = true;
             }
+            // Written: let go of its allocation (an empty `Bytes` still holds it).
+            self.pending = Bytes::new();
             if self.unflushed {
                 ready!(Pin::new(&mut *dst).poll_flush(cx)).map_err(Fail::Write)?;
                 self.unflushed = false;

@@ -311,11 +311,14 @@ impl BodyReader {
     /// iogate patch: take the bytes already read from the stream but not yet returned as body
     /// (the rewind data and any overread), leaving none behind. Used to hand an upgraded
     /// connection's raw stream to the application together with what was read ahead of it.
+    ///
+    /// The bytes are copied out, not split off: a split would share the body buffer's whole
+    /// allocation (`BODY_BUFFER_SIZE`) for as long as the caller keeps them.
     pub fn take_unread(&mut self) -> BytesMut {
         let mut unread = BytesMut::new();
         if self.rewind_buf_len > 0 {
-            if let Some(buf) = self.body_buf.as_mut() {
-                unread = buf.split_to(self.rewind_buf_len.min(buf.len()));
+            if let Some(buf) = self.body_buf.take() {
+                unread = BytesMut::from(&buf[..self.rewind_buf_len.min(buf.len())]);
             }
             self.rewind_buf_len = 0;
         }
