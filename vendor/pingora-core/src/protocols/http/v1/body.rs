@@ -317,8 +317,10 @@ impl BodyReader {
     pub fn take_unread(&mut self) -> BytesMut {
         let mut unread = BytesMut::new();
         if self.rewind_buf_len > 0 {
-            if let Some(buf) = self.body_buf.take() {
+            if let Some(buf) = self.body_buf.as_mut() {
                 unread = BytesMut::from(&buf[..self.rewind_buf_len.min(buf.len())]);
+                // An empty buffer, not `None`: the session may still be looked at.
+                *buf = BytesMut::new();
             }
             self.rewind_buf_len = 0;
         }
