@@ -110,11 +110,23 @@ fn under_load(
         (pumped(fleet) == COUNT).then_some(())
     });
     // Local delivery is the reference for what was sent: every message reached a#1.
-    wait_for(
-        Duration::from_secs(10),
-        "every message delivered locally",
-        || (received(fleet, "a#1").len() as u64 == COUNT).then_some(()),
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let local = received(fleet, "a#1");
+        if local.len() as u64 == COUNT {
+            break;
+        }
+        if Instant::now() > deadline {
+            let have: BTreeSet<u64> = local.iter().copied().collect();
+            let missing: Vec<u64> = (0..COUNT).filter(|x| !have.contains(x)).collect();
+            panic!(
+                "{what}: {} of {COUNT} delivered locally (to a client on the sending node) \
+                 after 10 s; missing {missing:?}",
+                local.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_secs(2));
     let got = received(fleet, "b#0");
     let distinct: BTreeSet<u64> = got.iter().copied().collect();
