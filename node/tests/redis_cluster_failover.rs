@@ -119,9 +119,10 @@ fn under_load(
         if Instant::now() > deadline {
             let have: BTreeSet<u64> = local.iter().copied().collect();
             let missing: Vec<u64> = (0..COUNT).filter(|x| !have.contains(x)).collect();
+            let status = fleet.status();
             panic!(
                 "{what}: {} of {COUNT} delivered locally (to a client on the sending node) \
-                 after 10 s; missing {missing:?}",
+                 after 10 s; missing {missing:?}; clients: {status:?}",
                 local.len()
             );
         }
