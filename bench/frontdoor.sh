@@ -6,6 +6,8 @@
 #   bench/frontdoor.sh [ECHO_CLIENTS=1000] [IDLE_CLIENTS=10000] [SECONDS=20]
 #   bench/frontdoor.sh 50 200 3        # smoke run (CI)
 #   PARTS=c bench/frontdoor.sh         # only part (c); PARTS=a,b,c,d,t is the default
+#   LB_BIN=/tmp/lb-old PARTS=d bench/frontdoor.sh   # another iogate-lb build against the same
+#                                      # baselines (A/B of two builds; not for RECORD=1)
 #
 # (a) echo: ECHO_CLIENTS WebSocket clients, 2 acked echoes/s each: RTT p50/p99 and the part the
 #     proxy adds over going direct; the proxy's CPU seconds and RSS.
@@ -55,7 +57,7 @@ PARTS=${PARTS:-a,b,c,d,t}
 if [ "$PARTS" = t ]; then md_open frontdoor-tls "PARTS=t bench/frontdoor.sh $*"
 elif [ "$PARTS" = a,b,c,d,t ]; then md_open frontdoor "bench/frontdoor.sh $*"
 else md_open frontdoor "PARTS=$PARTS bench/frontdoor.sh $*"; fi
-md "Versions: iogate-lb $("$BIN/iogate-lb" --version | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | awk '{print $1, $3}')." ""
+md "Versions: iogate-lb $("$LB_BIN" --version | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | awk '{print $1, $3}')." ""
 
 start_redis
 N1=$(free_port); N2=$(free_port)

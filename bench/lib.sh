@@ -11,6 +11,12 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FDS=$(ulimit -n)
 PROFILE=${BENCH_PROFILE:-release}
 BIN=target/$PROFILE
+# LB_BIN=path runs another iogate-lb build against the same baselines (an A/B of two builds).
+LB_BIN=${LB_BIN:-$BIN/iogate-lb}
+if [ "${RECORD:-0}" = 1 ] && [ "$LB_BIN" != "$BIN/iogate-lb" ]; then
+  echo "RECORD=1 records the workspace's own build; unset LB_BIN" >&2
+  exit 2
+fi
 HZ=$(getconf CLK_TCK)
 
 # cap_to_fds N MAX: N, or MAX with a note when the open-files limit does not allow N.
@@ -127,7 +133,7 @@ start_lb() {
   local ups=()
   for u in "$@"; do ups+=(--upstream "127.0.0.1:$u"); done
   # LB_ARGS: more flags (--tls-cert/--tls-key), if the caller set them.
-  "$BIN/iogate-lb" --listen "127.0.0.1:$port" "${ups[@]}" ${LB_ARGS[@]+"${LB_ARGS[@]}"} --admin "127.0.0.1:$LB_ADMIN" \
+  "$LB_BIN" --listen "127.0.0.1:$port" "${ups[@]}" ${LB_ARGS[@]+"${LB_ARGS[@]}"} --admin "127.0.0.1:$LB_ADMIN" \
     --pid-file "$OUT/lb-$port.pid" --upgrade-sock "$OUT/lb-$port.sock" >"$OUT/lb-$port.log" 2>&1 &
   LB_PID=$!; pids+=("$LB_PID")
   for _ in $(seq 1 200); do

@@ -51,6 +51,10 @@ pub struct LbMetrics {
     pub handover_entries: IntCounterVec,
     /// Failed connects per backend.
     pub connect_errors: IntCounterVec,
+    /// Upstream connections requests went over, per backend, by `reuse` (`new`: connected for
+    /// the request; `reused`: taken from the keep-alive pool). HAProxy's connection attempts and
+    /// reuses per server.
+    pub upstream_connections: IntCounterVec,
     /// 1 when a backend takes new sessions.
     pub backend_up: IntGaugeVec,
     /// 1 for the state a backend is in (`pending`, `up`, `draining`, `down`), 0 for the others.
@@ -103,6 +107,9 @@ impl LbMetrics {
     pub fn touch_backend(&self, id: &str) {
         self.handshakes.with_label_values(&[id]);
         self.connect_errors.with_label_values(&[id]);
+        for reuse in ["new", "reused"] {
+            self.upstream_connections.with_label_values(&[id, reuse]);
+        }
     }
 
     /// Set the state gauges of backend `id`.
@@ -193,6 +200,9 @@ impl LbMetrics {
         let _ = self.websockets.remove_label_values(&[id]);
         let _ = self.handshakes.remove_label_values(&[id]);
         let _ = self.connect_errors.remove_label_values(&[id]);
+        for reuse in ["new", "reused"] {
+            let _ = self.upstream_connections.remove_label_values(&[id, reuse]);
+        }
         for s in BackendState::ALL {
             let _ = self.backend_state.remove_label_values(&[id, s.as_str()]);
             let _ = self
@@ -269,6 +279,12 @@ impl LbMetrics {
                 "iogate_lb_upstream_connect_errors_total",
                 "Failed connects per backend.",
                 &["backend"],
+            )?,
+            upstream_connections: m::counter_vec(
+                reg,
+                "iogate_lb_upstream_connections_total",
+                "Upstream connections requests went over, per backend, by reuse (new, reused).",
+                &["backend", "reuse"],
             )?,
             backend_up: m::gauge_vec(
                 reg,

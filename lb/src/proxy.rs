@@ -356,7 +356,7 @@ impl ProxyHttp for Proxy {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
@@ -365,6 +365,11 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let Some(b) = &ctx.chosen {
             b.connect_ok();
+            let reuse = if reused { "reused" } else { "new" };
+            self.metrics
+                .upstream_connections
+                .with_label_values(&[&b.id, reuse])
+                .inc();
         }
         Ok(())
     }

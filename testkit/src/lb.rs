@@ -204,6 +204,11 @@ impl Lb {
         self.child.rss_kib()
     }
 
+    /// The LB's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait()
     }
