@@ -68,8 +68,8 @@ fn keepalive_connections_are_reused_and_dropped_when_the_backend_closes_them() {
         "the LB keeps its idle upstream connection open: {open:?}"
     );
 
-    // The backend closes the idle connection after 5 s; the LB closes its side soon after
-    // (it checks idle connections once a second), instead of holding it in CLOSE-WAIT.
+    // The backend closes the idle connection after 5 s; the LB's pool sees the close and
+    // closes its side too, instead of holding it in CLOSE-WAIT until the next request.
     let idle_from = Instant::now();
     wait_for(
         Duration::from_secs(15),
