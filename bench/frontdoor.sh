@@ -76,47 +76,12 @@ start_proxy() {
     nginx|nginx-nosticky)
       local conf="$OUT/nginx-$1"
       mkdir -p "$conf"
-      local pass='http://io' cookie=''
-      if [ "$1" = nginx ]; then
-        # Cookie stickiness in open-source nginx: the first request of a client goes to the
-        # least_conn group and the response pins the client with a cookie naming the server;
-        # later requests carrying the cookie go to a group of that one server.
-        pass='http://$sticky'
-        cookie='add_header Set-Cookie "srv=$backend_name; Path=/; HttpOnly" always;'
-      fi
       local listen="listen 127.0.0.1:$PORT;"
       if [ "$TLS" = 1 ]; then
         # What nginx's docs recommend for HTTPS servers: a shared session cache.
         listen="listen 127.0.0.1:$PORT ssl; ssl_certificate $TLS_DIR/cert.pem; ssl_certificate_key $TLS_DIR/key.pem; ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m;"
       fi
-      cat >"$conf/nginx.conf" <<CONF
-worker_processes 2;
-worker_rlimit_nofile $FDS;
-events { worker_connections $(( FDS / 2 )); }
-http {
-  access_log off;
-  upstream io { least_conn; server 127.0.0.1:$N1; server 127.0.0.1:$N2; keepalive 64; }
-  upstream io_n1 { server 127.0.0.1:$N1; keepalive 64; }
-  upstream io_n2 { server 127.0.0.1:$N2; keepalive 64; }
-  map \$cookie_srv \$sticky { n1 io_n1; n2 io_n2; default io; }
-  map \$upstream_addr \$backend_name { 127.0.0.1:$N1 n1; 127.0.0.1:$N2 n2; default ""; }
-  # Upstream keepalive as nginx's docs recommend: HTTP/1.1 and no "Connection: close" on
-  # plain requests (an empty value drops the header), "upgrade" on WebSocket handshakes.
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
-  server {
-    $listen
-    location / {
-      proxy_pass $pass;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_read_timeout 600s;
-      $cookie
-    }
-  }
-}
-CONF
+      nginx_conf "$1" "$listen" 2 "$N1" "$N2" >"$conf/nginx.conf"
       "$NGINX" -p "$conf" -c "$conf/nginx.conf" -g "daemon off; pid $conf/nginx.pid; error_log $conf/error.log;" &
       PROXY_PID=$!; pids+=("$PROXY_PID")
       wait_tcp "$PORT" ;;

@@ -145,6 +145,52 @@ start_lb() {
 
 stop_pid() { kill_tree "$1"; wait "$1" 2>/dev/null || true; }
 
+# nginx as the front-door baselines run it, on stdout:
+#   nginx_conf nginx|nginx-nosticky LISTEN WORKERS N1 N2 [STATUS_PORT]
+# LISTEN is the whole listen directive (TLS options included); the upstreams are the nodes on
+# ports N1 and N2. "nginx" pins clients with a cookie: open-source nginx has no sticky
+# directive, so the first request of a client goes to the least_conn group and the response
+# pins the client with a cookie naming the server; later requests carrying the cookie go to a
+# group of that one server. "nginx-nosticky" balances every request with least_conn. With
+# STATUS_PORT, a second server there answers stub_status (nginx's own request count).
+nginx_conf() {
+  local pass='http://io' cookie='' status=
+  if [ "$1" = nginx ]; then
+    pass='http://$sticky'
+    cookie='add_header Set-Cookie "srv=$backend_name; Path=/; HttpOnly" always;'
+  fi
+  [ -n "${6:-}" ] && status="server { listen 127.0.0.1:$6; location / { stub_status; } }"
+  cat <<CONF
+worker_processes $3;
+worker_rlimit_nofile $FDS;
+events { worker_connections $(( FDS / 2 )); }
+http {
+  access_log off;
+  upstream io { least_conn; server 127.0.0.1:$4; server 127.0.0.1:$5; keepalive 64; }
+  upstream io_n1 { server 127.0.0.1:$4; keepalive 64; }
+  upstream io_n2 { server 127.0.0.1:$5; keepalive 64; }
+  map \$cookie_srv \$sticky { n1 io_n1; n2 io_n2; default io; }
+  map \$upstream_addr \$backend_name { 127.0.0.1:$4 n1; 127.0.0.1:$5 n2; default ""; }
+  # Upstream keepalive as nginx's docs recommend: HTTP/1.1 and no "Connection: close" on
+  # plain requests (an empty value drops the header), "upgrade" on WebSocket handshakes.
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
+  server {
+    $2
+    location / {
+      proxy_pass $pass;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_read_timeout 600s;
+      $cookie
+    }
+  }
+  $status
+}
+CONF
+}
+
 loadtest() { "$BIN/iogate-loadtest" --quiet "$@" 2>>"$OUT/loadtest.log"; }
 # jget FILE EXPR: evaluate a Python expression over the first phase summary `d` of a JSON report.
 jget() { python3 -c "import json,sys; d=json.load(open('$1'))[0]; print($2)"; }
