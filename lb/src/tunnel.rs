@@ -15,6 +15,11 @@
 //!   switched to; bytes arriving separately before the response are refused by pingora ("Sent
 //!   data after end of body"), so an early `Upgrade` cannot smuggle a request (CVE-2026-2833).
 //! - Bytes read together with the `101` or the request (`*_unread`) are relayed first.
+//! - Plain TCP connections are relayed on their sockets (`Side::Tcp`): once the `101` is
+//!   flushed, pingora's stream (a write buffer every write is copied into, then flushed; read
+//!   and write timing on every call) is set aside, as nginx relays an upgraded connection with
+//!   plain reads and writes. TLS connections, and any stream with bytes still buffered, are
+//!   relayed through pingora's stream as it is.
 //! - Memory only while data is in flight (HAProxy's approach): each read goes into a stack
 //!   buffer and is written on at once; only what the receiver cannot take right away is kept
 //!   (on the heap, in one buffer for that direction), and that direction is not read again until
@@ -35,8 +40,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use pingora_core::protocols::Stream;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::upstreams::peer::Tracer;
 use pingora_proxy::UpgradedTunnel;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::backends::WsGuard;
@@ -75,6 +83,86 @@ pub enum End {
     BackendError(io::ErrorKind),
 }
 
+/// One connection of the tunnel.
+enum Side {
+    /// A plain TCP connection, on its socket. The tracer of pingora's stream (the client's TCP
+    /// connection slot) is held as long as the socket.
+    Tcp(TcpStream, Option<Tracer>),
+    /// Anything else (TLS; a stream with bytes still buffered), through pingora's stream.
+    Stream(Stream),
+}
+
+impl Side {
+    /// Flush `s` (the `101` may still sit in the client stream's write buffer), then take its
+    /// socket if it is plain TCP with nothing buffered. A flush that fails or takes longer
+    /// than `idle` leaves the stream as it is: the relay meets the same failure, or idles out.
+    async fn new(mut s: Stream, idle: Duration) -> Side {
+        if !matches!(tokio::time::timeout(idle, s.flush()).await, Ok(Ok(()))) {
+            return Side::Stream(s);
+        }
+        if !s.as_any().is::<L4Stream>() {
+            return Side::Stream(s);
+        }
+        match s.into_any().downcast::<L4Stream>() {
+            Ok(l4) => match l4.into_tcp() {
+                Ok((tcp, tracer)) => Side::Tcp(tcp, tracer),
+                Err(l4) => Side::Stream(Box::new(l4)),
+            },
+            // Checked with `is` above.
+            Err(_) => unreachable!("a pingora L4 stream"),
+        }
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        // What pingora's stream does when it is dropped with its tracer.
+        if let Side::Tcp(_, Some(t)) = self {
+            t.0.on_disconnected();
+        }
+    }
+}
+
+impl AsyncRead for Side {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Side::Tcp(s, _) => Pin::new(s).poll_read(cx, buf),
+            Side::Stream(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Side {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Side::Tcp(s, _) => Pin::new(s).poll_write(cx, buf),
+            Side::Stream(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Side::Tcp(s, _) => Pin::new(s).poll_flush(cx),
+            Side::Stream(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Side::Tcp(s, _) => Pin::new(s).poll_shutdown(cx),
+            Side::Stream(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One direction of the tunnel.
 struct Flow {
     /// Read but not yet written on (only while the receiver cannot take it).
@@ -95,8 +183,8 @@ impl Flow {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        src: &mut Stream,
-        dst: &mut Stream,
+        src: &mut Side,
+        dst: &mut Side,
         moved: &mut bool,
     ) -> Poll<Result<(), Fail>> {
         let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
@@ -152,12 +240,14 @@ impl Flow {
 /// dropped when the tunnel ends.
 pub async fn relay(t: UpgradedTunnel, idle: Duration, held: Held) -> End {
     let UpgradedTunnel {
-        downstream: mut client,
+        downstream,
         downstream_unread,
-        upstream: mut backend,
+        upstream,
         upstream_unread,
     } = t;
-    // The 101 may still sit in the client stream's write buffer: flush both first.
+    let mut client = Side::new(downstream, idle).await;
+    let mut backend = Side::new(upstream, idle).await;
+    // A stream left as it was may still hold unflushed bytes: flush both first.
     let mut up = Flow {
         pending: downstream_unread,
         unflushed: true,
@@ -173,9 +263,8 @@ pub async fn relay(t: UpgradedTunnel, idle: Duration, held: Held) -> End {
         let mut moved = false;
         let up_state = up.poll(cx, &mut client, &mut backend, &mut moved);
         let down_state = down.poll(cx, &mut backend, &mut client, &mut moved);
-        let now = Instant::now();
         if moved {
-            last_moved = now;
+            last_moved = Instant::now();
         }
         match up_state {
             Poll::Ready(Ok(())) => return Poll::Ready(End::ClientClosed),
@@ -192,7 +281,7 @@ pub async fn relay(t: UpgradedTunnel, idle: Duration, held: Held) -> End {
         // The timer is re-armed only when it fires, not on every frame.
         while timer.as_mut().poll(cx).is_ready() {
             let deadline = last_moved + idle;
-            if deadline <= now {
+            if deadline <= Instant::now() {
                 return Poll::Ready(End::Idle);
             }
             timer.as_mut().reset(deadline);
@@ -234,10 +323,29 @@ mod tests {
         (t, client_far, backend_far)
     }
 
-    async fn read_exact(s: &mut DuplexStream, n: usize) -> Vec<u8> {
+    async fn read_exact<S: AsyncRead + Unpin>(s: &mut S, n: usize) -> Vec<u8> {
         let mut v = vec![0; n];
         s.read_exact(&mut v).await.expect("read");
         v
+    }
+
+    /// A frame each way through a running relay.
+    async fn exchange<C, B>(client: &mut C, backend: &mut B)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        client.write_all(b"hello").await.expect("write");
+        assert_eq!(read_exact(backend, 5).await, b"hello");
+        backend.write_all(b"world!").await.expect("write");
+        assert_eq!(read_exact(client, 6).await, b"world!");
+    }
+
+    /// `s` reaches end of stream with nothing more read: the close was passed on.
+    async fn assert_closed<S: AsyncRead + Unpin>(s: &mut S) {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.expect("eof");
+        assert!(rest.is_empty(), "bytes after the close");
     }
 
     #[tokio::test]
@@ -246,16 +354,10 @@ mod tests {
         let task = tokio::spawn(relay(t, Duration::from_secs(60), Held::default()));
         assert_eq!(read_exact(&mut client, 13).await, b"40{\"sid\":\"x\"}");
         assert_eq!(read_exact(&mut backend, 5).await, b"early");
-        client.write_all(b"hello").await.expect("write");
-        assert_eq!(read_exact(&mut backend, 5).await, b"hello");
-        backend.write_all(b"world!").await.expect("write");
-        assert_eq!(read_exact(&mut client, 6).await, b"world!");
+        exchange(&mut client, &mut backend).await;
         drop(backend);
         assert_eq!(task.await.expect("join"), End::BackendClosed);
-        // The client got the close passed on: end of stream.
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).await.expect("eof");
-        assert!(rest.is_empty());
+        assert_closed(&mut client).await;
     }
 
     #[tokio::test]
@@ -273,6 +375,60 @@ mod tests {
         assert!(got == data, "relayed bytes differ");
         drop(writer.await.expect("join"));
         assert_eq!(task.await.expect("join"), End::BackendClosed);
+    }
+
+    /// A connected pair of TCP sockets on loopback: (far end, near end as pingora's stream).
+    async fn tcp_pair() -> (tokio::net::TcpStream, L4Stream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (far, near) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        (
+            far.expect("connect"),
+            L4Stream::from(near.expect("accept").0),
+        )
+    }
+
+    const SWITCHING: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+
+    #[tokio::test]
+    async fn plain_tcp_is_taken_off_its_stream_once_the_buffered_101_is_flushed() {
+        let (mut client, mut near) = tcp_pair().await;
+        // The 101 written to the client but still in the stream's write buffer.
+        near.write_all(SWITCHING).await.expect("write");
+        let side = Side::new(Box::new(near), Duration::from_secs(5)).await;
+        assert!(matches!(side, Side::Tcp(..)), "not taken off its stream");
+        assert_eq!(read_exact(&mut client, SWITCHING.len()).await, SWITCHING);
+    }
+
+    #[tokio::test]
+    async fn plain_tcp_tunnels_relay_both_ways_and_pass_the_close_on() {
+        let (mut client, mut client_near) = tcp_pair().await;
+        let (mut backend, backend_near) = tcp_pair().await;
+        client_near.write_all(SWITCHING).await.expect("write");
+        let t = UpgradedTunnel {
+            downstream: Box::new(client_near),
+            downstream_unread: Bytes::from_static(b"early"),
+            upstream: Box::new(backend_near),
+            upstream_unread: Bytes::from_static(b"0{}"),
+        };
+        let task = tokio::spawn(relay(t, Duration::from_secs(60), Held::default()));
+        let head = read_exact(&mut client, SWITCHING.len() + 3).await;
+        assert_eq!(head, [SWITCHING, b"0{}"].concat());
+        assert_eq!(read_exact(&mut backend, 5).await, b"early");
+        exchange(&mut client, &mut backend).await;
+        drop(client);
+        assert_eq!(task.await.expect("join"), End::ClientClosed);
+        assert_closed(&mut backend).await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_with_bytes_read_ahead_stays_a_stream() {
+        let (_far, mut near) = tcp_pair().await;
+        near.rewind(b"read ahead");
+        let side = Side::new(Box::new(near), Duration::from_secs(5)).await;
+        assert!(matches!(side, Side::Stream(_)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -561,6 +561,35 @@ impl Stream {
         self.offload_wait_duration = offload_wait_duration;
     }
 
+    /// iogate patch: the TCP socket under this stream, for a relay that moves bytes itself
+    /// (an upgraded connection), without this stream's buffers and timing on every read and
+    /// write. `Err(self)`, unchanged, unless the stream is TCP with nothing buffered: no bytes
+    /// read ahead or rewound, no write left unflushed. The stream's `tracer` comes along, so
+    /// what it holds lives as long as the socket; its owner calls `on_disconnected`.
+    pub fn into_tcp(mut self) -> std::result::Result<(TcpStream, Option<Tracer>), Self> {
+        let buffered = match self.stream() {
+            BufferedStream::UnbufferedRead(w) => !w.buffer().is_empty(),
+            BufferedStream::BufferedRead(r) => {
+                !r.buffer().is_empty() || !r.get_ref().buffer().is_empty()
+            }
+        };
+        if buffered || !self.rewind_read_buf.is_empty() {
+            return Err(self);
+        }
+        // `drop` sees no stream then and leaves the socket alone.
+        match self.stream.take().map(BufferedStream::into_inner) {
+            Some(RawStreamWrapper {
+                stream: RawStream::Tcp(s),
+                ..
+            }) => Ok((s, self.tracer.take())),
+            // Not TCP: back as it was (both buffers are empty, so none are needed).
+            other => {
+                self.stream = other.map(|raw| BufferedStream::with_capacity(0, 0, raw));
+                Err(self)
+            }
+        }
+    }
+
     /// set TCP nodelay for this connection if `self` is TCP
     pub fn set_nodelay(&mut self) -> Result<()> {
         match &self.stream_mut().get_mut().stream {
@@ -805,6 +834,10 @@ impl Drop for Stream {
     fn drop(&mut self) {
         if let Some(t) = self.tracer.as_ref() {
             t.0.on_disconnected();
+        }
+        // iogate patch: `into_tcp` took the socket; nothing is left to check or flush.
+        if self.stream.is_none() {
+            return;
         }
         /* use nodelay/local_addr function to detect socket status */
         let ret = match &self.stream().get_ref().stream {
