@@ -1,5 +1,11 @@
 //! `iogate-lb`: the pingora front door of a Socket.IO cluster.
 
+/// mimalloc, not the system allocator: pingora allocates ~100 times per proxied HTTP request,
+/// and glibc's malloc/free spent ~20 % of the long-polling path's instructions on it (measured
+/// with bench/instructions.sh; docs/benchmarks.md has the numbers and the CPU A/B).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
