@@ -56,6 +56,10 @@ check recovery "^\| iogate, recovery off \| kill -9 one node, WebSocket \| [1-9]
 echo "==> bench smoke: node-memory"
 OUT="$base/node-memory" WS_READ_BUFFERS="4096 1024" bench/node-memory.sh 100 >/dev/null
 check node-memory "^\| iogate-node \| 4096 \| [0-9]+ \|" "^\| iogate-node \| 1024 \| [0-9]+ \|" "^\| Node.js socket.io \| — \| [0-9]+ \|"
+echo "==> bench smoke: instructions"
+OUT="$base/instructions" bench/instructions.sh 5 2 >/dev/null
+check instructions "^\| iogate-lb \| websocket \| [1-9][0-9]* \| — \| -?[0-9]+ \|" "^\| iogate-lb \| polling \| [1-9][0-9]* \| [0-9]+ \|" \
+  "^\| nginx \| websocket \| [1-9][0-9]* \|" "^\| nginx \| polling \| [1-9][0-9]* \|" "iogate-lb ÷ nginx, instructions per echo"
 echo "==> bench smoke: flamegraph"
 OUT="$base/flamegraph" bench/flamegraph.sh 40 2 >/dev/null
 for part in ws polling connect; do
