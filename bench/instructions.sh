@@ -91,13 +91,11 @@ md "### Instructions per echo ($CLIENTS clients, 2 acked echoes/s each, ${SECS} 
    "|---|---|---|---|---|---|---|---|"
 
 # iogate-lb, as built (its worker threads; callgrind runs them one at a time).
-PORT=$(free_port); ADMIN=$(free_port)
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/iogate-lb.callgrind.%p" \
-  "$LB_BIN" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$N1" --upstream "127.0.0.1:$N2" \
-  --admin "127.0.0.1:$ADMIN" --pid-file "$OUT/lb.pid" --upgrade-sock "$OUT/lb.sock" >"$OUT/lb.log" 2>&1 &
-LBP=$!; pids+=("$LBP")
-wait_http "http://127.0.0.1:$ADMIN/metrics"
-lb_requests() { curl -fsS "127.0.0.1:$ADMIN/metrics" | awk '/^iogate_lb_requests_total/ { s += $2 } END { print s + 0 }'; }
+PORT=$(free_port)
+LB_WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/iogate-lb.callgrind.%p")
+start_lb "$PORT" "$N1" "$N2"
+LBP=$LB_PID
+lb_requests() { curl -fsS "127.0.0.1:$LB_ADMIN/metrics" | awk '/^iogate_lb_requests_total/ { s += $2 } END { print s + 0 }'; }
 measure iogate-lb "$LBP" "http://127.0.0.1:$PORT" lb_requests
 stop_pid "$LBP"
 

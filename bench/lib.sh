@@ -132,8 +132,9 @@ start_lb() {
   LB_ADMIN=$(free_port)
   local ups=()
   for u in "$@"; do ups+=(--upstream "127.0.0.1:$u"); done
-  # LB_ARGS: more flags (--tls-cert/--tls-key), if the caller set them.
-  "$LB_BIN" --listen "127.0.0.1:$port" "${ups[@]}" ${LB_ARGS[@]+"${LB_ARGS[@]}"} --admin "127.0.0.1:$LB_ADMIN" \
+  # LB_ARGS: more flags (--tls-cert/--tls-key), if the caller set them; LB_WRAP: a command the
+  # LB runs under (valgrind), which must keep the LB's pid (exec).
+  ${LB_WRAP[@]+"${LB_WRAP[@]}"} "$LB_BIN" --listen "127.0.0.1:$port" "${ups[@]}" ${LB_ARGS[@]+"${LB_ARGS[@]}"} --admin "127.0.0.1:$LB_ADMIN" \
     --pid-file "$OUT/lb-$port.pid" --upgrade-sock "$OUT/lb-$port.sock" >"$OUT/lb-$port.log" 2>&1 &
   LB_PID=$!; pids+=("$LB_PID")
   for _ in $(seq 1 200); do
