@@ -100,7 +100,8 @@ for _ in $(seq 1 100); do
   [ "$(curl -fsS http://127.0.0.1:9100/api/backends 2>/dev/null | grep -c '"up"')" -eq "$NODES" ] && break
   sleep 0.1
 done
-wait_http "http://127.0.0.1:8080/readyz" 30
+# The LB answers 404 for the nodes' /readyz (exposure.blocked_paths): wait for the demo page.
+wait_http "http://127.0.0.1:8080/" 30
 
 echo
 echo "iogate local cluster is up"
