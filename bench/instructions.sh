@@ -13,10 +13,16 @@
 #
 #   bench/instructions.sh [CLIENTS=50] [SECONDS=15]
 #   bench/instructions.sh 5 2      # smoke run
+#   LB_BIN=/tmp/lb-old PROXIES=iogate-lb bench/instructions.sh   # an A/B of two LB builds,
+#                                                                # without the nginx rows
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 CLIENTS=${1:-50}
 SECS=${2:-15}
+PROXIES=${PROXIES:-iogate-lb nginx}
+if [ "${RECORD:-0}" = 1 ] && [ "$PROXIES" != "iogate-lb nginx" ]; then
+  echo "RECORD=1 records both proxies; unset PROXIES" >&2; exit 1
+fi
 out_dir /tmp/iogate-instructions
 need valgrind:valgrind nginx:nginx redis-server:redis-server curl:curl
 bench_build iogate-node iogate-lb iogate-loadtest
@@ -90,28 +96,33 @@ md "### Instructions per echo ($CLIENTS clients, 2 acked echoes/s each, ${SECS} 
    "| proxy | transport | echoes acked | requests | per echo | per request | of which memcpy, per echo | of which malloc/free, per echo |" \
    "|---|---|---|---|---|---|---|---|"
 
-# iogate-lb, as built (its worker threads; callgrind runs them one at a time).
-PORT=$(free_port)
-LB_WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/iogate-lb.callgrind.%p")
-start_lb "$PORT" "$N1" "$N2"
-LBP=$LB_PID
-lb_requests() { curl -fsS "127.0.0.1:$LB_ADMIN/metrics" | awk '/^iogate_lb_requests_total/ { s += $2 } END { print s + 0 }'; }
-measure iogate-lb "$LBP" "http://127.0.0.1:$PORT" lb_requests
-stop_pid "$LBP"
+if [[ " $PROXIES " == *" iogate-lb "* ]]; then
+  # iogate-lb, as built (its worker threads; callgrind runs them one at a time).
+  PORT=$(free_port)
+  LB_WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/iogate-lb.callgrind.%p")
+  start_lb "$PORT" "$N1" "$N2"
+  LBP=$LB_PID
+  lb_requests() { curl -fsS "127.0.0.1:$LB_ADMIN/metrics" | awk '/^iogate_lb_requests_total/ { s += $2 } END { print s + 0 }'; }
+  measure iogate-lb "$LBP" "http://127.0.0.1:$PORT" lb_requests
+  stop_pid "$LBP"
+fi
 
-# nginx: one worker, no master process, so callgrind follows the one process that serves.
-PORT=$(free_port); STATUS=$(free_port)
-conf="$OUT/nginx"; mkdir -p "$conf"
-nginx_conf nginx "listen 127.0.0.1:$PORT;" 1 "$N1" "$N2" "$STATUS" >"$conf/nginx.conf"
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/nginx.callgrind.%p" \
-  "$NGINX" -p "$conf" -c "$conf/nginx.conf" \
-  -g "daemon off; master_process off; pid $conf/nginx.pid; error_log $conf/error.log;" >"$OUT/nginx.log" 2>&1 &
-NP=$!; pids+=("$NP")
-wait_tcp "$PORT"
-# stub_status counts the requests made to it too; both phases read it twice, so they cancel.
-nginx_requests() { curl -fsS "127.0.0.1:$STATUS/" | awk 'NR == 3 { print $3 }'; }
-measure nginx "$NP" "http://127.0.0.1:$PORT" nginx_requests
-stop_pid "$NP"
+if [[ " $PROXIES " == *" nginx "* ]]; then
+  # nginx: one worker, no master process, so callgrind follows the one process that serves.
+  PORT=$(free_port); STATUS=$(free_port)
+  conf="$OUT/nginx"; mkdir -p "$conf"
+  nginx_conf nginx "listen 127.0.0.1:$PORT;" 1 "$N1" "$N2" "$STATUS" >"$conf/nginx.conf"
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/nginx.callgrind.%p" \
+    "$NGINX" -p "$conf" -c "$conf/nginx.conf" \
+    -g "daemon off; master_process off; pid $conf/nginx.pid; error_log $conf/error.log;" >"$OUT/nginx.log" 2>&1 &
+  NP=$!; pids+=("$NP")
+  wait_tcp "$PORT"
+  # stub_status counts the requests made to it too; both phases read it twice, so they cancel.
+  nginx_requests() { curl -fsS "127.0.0.1:$STATUS/" | awk 'NR == 3 { print $3 }'; }
+  measure nginx "$NP" "http://127.0.0.1:$PORT" nginx_requests
+  stop_pid "$NP"
+fi
 
-md "" "iogate-lb ÷ nginx, instructions per echo: WebSocket $(awk -v a="${PER_ECHO[iogate-lb-websocket]}" -v b="${PER_ECHO[nginx-websocket]}" 'BEGIN { printf "%.1f×", a/b }'), long-polling $(awk -v a="${PER_ECHO[iogate-lb-polling]}" -v b="${PER_ECHO[nginx-polling]}" 'BEGIN { printf "%.1f×", a/b }')." ""
+[ -n "${PER_ECHO[nginx-polling]:-}" ] && [ -n "${PER_ECHO[iogate-lb-polling]:-}" ] &&
+  md "" "iogate-lb ÷ nginx, instructions per echo: WebSocket $(awk -v a="${PER_ECHO[iogate-lb-websocket]}" -v b="${PER_ECHO[nginx-websocket]}" 'BEGIN { printf "%.1f×", a/b }'), long-polling $(awk -v a="${PER_ECHO[iogate-lb-polling]}" -v b="${PER_ECHO[nginx-polling]}" 'BEGIN { printf "%.1f×", a/b }')." ""
 md_record

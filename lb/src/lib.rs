@@ -9,7 +9,8 @@
 //!   - [`select`] — backend choice (sid tags, the sid table, cookie; least-connections,
 //!     round-robin, ketama), free of pingora types;
 //!   - [`engineio`] — request classification and the open-packet learner;
-//!   - [`request`] — cookies and hash keys.
+//!   - [`request`] — cookies and hash keys;
+//!   - [`forwarded`] — the `X-Forwarded-*` and `X-Real-IP` headers sent upstream.
 //! - [`sid_table`] — the learned sid → backend table; [`handover`] — passing it to a new
 //!   process on binary upgrade.
 //! - [`backends`] — the backend registry, states (pending, up, draining, down) and live-session
@@ -34,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod discovery;
 pub mod engineio;
+pub mod forwarded;
 pub mod handover;
 pub mod health;
 pub mod limits;

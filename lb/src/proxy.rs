@@ -11,7 +11,8 @@
 //!   until its sid is learned.
 //! - `fail_to_connect`: passive health; a new-session request is retried on another backend, a
 //!   sid-bound one never.
-//! - `upstream_request_filter`: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Real-IP`.
+//! - `upstream_request_filter`: [`crate::forwarded`] (`X-Forwarded-For`, `X-Forwarded-Proto`,
+//!   `X-Real-IP`).
 //! - `upstream_response_filter`: handshake accounting (a 503 marks the backend draining), upgrade
 //!   of a polling session to a WebSocket, the stickiness cookie, table entries for sessions
 //!   routed by tag or cookie.
@@ -380,22 +381,7 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(ip) = client_ip(session) {
-            let ip = ip.to_string();
-            let xff = match req
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip.clone(),
-            };
-            req.insert_header("X-Forwarded-For", xff)?;
-            req.insert_header("X-Real-IP", ip)?;
-        }
-        let proto = if ctx.tls { "https" } else { "http" };
-        req.insert_header("X-Forwarded-Proto", proto)?;
-        Ok(())
+        crate::forwarded::apply(req, client_ip(session), ctx.tls)
     }
 
     async fn upstream_response_filter(

@@ -14,6 +14,12 @@
 
 //! HTTP/1.x implementation
 
+/// iogate patch: header maps of parsed requests and responses are sized for the headers parsed
+/// plus this many, so the few a proxy adds (`X-Forwarded-For`, `X-Real-IP`,
+/// `X-Forwarded-Proto`, `Set-Cookie`) do not grow and rehash both of `RequestHeader`'s maps on
+/// every request. pingora sized them for exactly the headers parsed.
+pub(crate) const HEADER_HEADROOM: usize = 4;
+
 pub(crate) mod body;
 pub mod client;
 pub mod common;

@@ -387,7 +387,8 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // iogate patch: room for the headers a proxy adds (see HEADER_HEADROOM).
+                            Some(req.headers.len() + crate::protocols::http::v1::HEADER_HEADROOM),
                         )?);
 
                         request_header.set_version(match req.version {
