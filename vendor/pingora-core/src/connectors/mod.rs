@@ -435,6 +435,10 @@ async fn do_connect_inner<P: Peer + Send + Sync>(
             .map_err(|e| attach_connect_local_addr(e, local_addr))?;
         Ok(Box::new(tls_stream))
     } else {
+        // iogate patch: a plain TCP upstream connection gets the write buffer downstream
+        // connections have, so a request header and the body written after it leave in one
+        // write (see `write_request_header`). Every writer flushes where it did before.
+        stream.set_write_buffer(crate::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE);
         Ok(Box::new(stream))
     }
 }

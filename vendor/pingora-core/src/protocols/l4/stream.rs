@@ -590,6 +590,20 @@ impl Stream {
         }
     }
 
+    /// iogate patch: give a stream created without a write buffer (`From<TcpStream>`, as
+    /// pingora's upstream connections are) one of `capacity` bytes, so writes flushed together
+    /// leave in one system call. Left as it is if it reads through a buffer or holds unflushed
+    /// bytes.
+    pub fn set_write_buffer(&mut self, capacity: usize) {
+        match self.stream.as_ref() {
+            Some(BufferedStream::UnbufferedRead(w)) if w.buffer().is_empty() => {}
+            _ => return,
+        }
+        if let Some(s) = self.stream.take() {
+            self.stream = Some(BufferedStream::with_capacity(0, capacity, s.into_inner()));
+        }
+    }
+
     /// set TCP nodelay for this connection if `self` is TCP
     pub fn set_nodelay(&mut self) -> Result<()> {
         match &self.stream_mut().get_mut().stream {

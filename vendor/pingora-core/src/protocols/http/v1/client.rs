@@ -145,10 +145,20 @@ impl HttpSession {
             _ => Error::because(WriteError, "while writing request headers", e),
         })?;
 
-        self.underlying_stream
-            .flush()
-            .await
-            .or_err(WriteError, "flushing request header")?;
+        // iogate patch: a request with a Content-Length body (and no `Expect`) is not flushed
+        // here: its body is written next into the same write buffer, which the body writer
+        // flushes once the body is complete (or the buffer fills), so header and body leave in
+        // one write, as nginx sends them, instead of two.
+        let body_follows = matches!(
+            self.body_writer.body_mode,
+            super::body::BodyMode::ContentLength(total, _) if total > 0
+        ) && !req.headers.contains_key(header::EXPECT);
+        if !body_follows {
+            self.underlying_stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing request header")?;
+        }
 
         // write was successful
         self.request_written = Some(req);
