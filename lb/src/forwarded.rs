@@ -11,7 +11,7 @@
 //! was 1,300 of the ~8,000 instructions these headers cost per request (callgrind, see
 //! docs/benchmarks.md); an IPv4 address is formatted by hand, an IPv6 one still by `Display`.
 
-use std::io::Write;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -19,42 +19,33 @@ use http::HeaderValue;
 use pingora_core::{ErrorType, OrErr};
 use pingora_http::RequestHeader;
 
-/// Longest text of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
-const MAX_IP_TEXT: usize = 45;
+/// Longest text of an IPv4 address (`255.255.255.255`).
+const MAX_IPV4_TEXT: usize = 15;
 
-/// `ip` as text in `buf`; returns the bytes written.
-pub fn ip_text(ip: IpAddr, buf: &mut [u8; MAX_IP_TEXT]) -> &[u8] {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if octet >= 100 {
-                    buf[n] = b'0' + octet / 100;
-                    n += 1;
-                }
-                if octet >= 10 {
-                    buf[n] = b'0' + octet / 10 % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + octet % 10;
-                n += 1;
-            }
-            &buf[..n]
+/// `ip` as text: an IPv4 address written by hand into `buf`, an IPv6 one by `Display`.
+pub fn ip_text(ip: IpAddr, buf: &mut [u8; MAX_IPV4_TEXT]) -> Cow<'_, [u8]> {
+    let v4 = match ip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => return Cow::Owned(v6.to_string().into_bytes()),
+    };
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
         }
-        IpAddr::V6(v6) => {
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            // 45 bytes hold any IPv6 text, so this write cannot run out of room.
-            let n = match write!(cursor, "{v6}") {
-                Ok(()) => cursor.position() as usize,
-                Err(_) => 0,
-            };
-            &buf[..n]
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
         }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
     }
+    Cow::Borrowed(&buf[..n])
 }
 
 /// Set the three forwarding headers on `req` (the request as it goes upstream) for a client at
@@ -66,8 +57,9 @@ pub fn apply(
     tls: bool,
 ) -> pingora_core::Result<()> {
     if let Some(ip) = client {
-        let mut buf = [0u8; MAX_IP_TEXT];
+        let mut buf = [0u8; MAX_IPV4_TEXT];
         let ip = ip_text(ip, &mut buf);
+        let ip = ip.as_ref();
         let prev = req
             .headers
             .get("x-forwarded-for")
@@ -109,7 +101,7 @@ mod tests {
 
     #[test]
     fn addresses_read_as_display_writes_them() {
-        let mut buf = [0u8; MAX_IP_TEXT];
+        let mut buf = [0u8; MAX_IPV4_TEXT];
         let v4 = [
             [0, 0, 0, 0],
             [127, 0, 0, 1],
@@ -119,7 +111,7 @@ mod tests {
         ];
         for o in v4 {
             let ip = IpAddr::V4(Ipv4Addr::from(o));
-            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes());
+            assert_eq!(&*ip_text(ip, &mut buf), ip.to_string().as_bytes());
         }
         let v6: [Ipv6Addr; 4] = [
             Ipv6Addr::LOCALHOST,
@@ -129,7 +121,7 @@ mod tests {
         ];
         for a in v6 {
             let ip = IpAddr::V6(a);
-            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes());
+            assert_eq!(&*ip_text(ip, &mut buf), ip.to_string().as_bytes());
         }
     }
 
