@@ -22,8 +22,9 @@
 //!   registry like a reload.
 //! - [`health`] — active checks; [`control`] — housekeeping, reload, handover, shutdown.
 //! - [`admin`] — the admin API; [`metrics`] — the `iogate_lb_*` metrics.
-//! - [`tunnel`] — a WebSocket's two connections relayed by a task of their own once its `101`
-//!   is through (the vendored pingora-proxy hands them over).
+//! - [`tunnel`] — a WebSocket's two connections relayed once its `101` is through (the
+//!   vendored pingora-proxy hands them over): plain TCP on the relay threads' event loops
+//!   ([`tunnel::threads`]), TLS by a task of its own ([`tunnel::task`]).
 //! - [`tls`] — certificates of TLS listeners by SNI, reloaded in place; [`redirect`] — the
 //!   HTTP → HTTPS redirect listener.
 

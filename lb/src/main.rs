@@ -3,8 +3,21 @@
 /// mimalloc, not the system allocator: pingora allocates ~100 times per proxied HTTP request,
 /// and glibc's malloc/free spent ~20 % of the long-polling path's instructions on it (measured
 /// with bench/instructions.sh; docs/benchmarks.md has the numbers and the CPU A/B).
+/// Its arenas are committed on demand (see `iogate_lb::memory::configure_allocator`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Configures mimalloc before it initialises: a constructor with priority 101, the first one
+/// for programs, so it runs before mimalloc's own (which has none) and before `main`.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array.00101")]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = {
+    extern "C" fn configure() {
+        iogate_lb::memory::configure_allocator();
+    }
+    configure
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

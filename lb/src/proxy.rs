@@ -21,9 +21,10 @@
 //!   (which carries the sid) is relayed.
 //! - `take_upgraded_tunnel` / `upgraded_tunnel` (vendored pingora-proxy hooks): once a `101`
 //!   has been written to the client, the two connections and the guards that count the tunnel
-//!   move to a [`tunnel::relay`](crate::tunnel::relay) task and the request finishes.
+//!   move to [`tunnel::start`](crate::tunnel::start) (a relay thread for plain TCP, else a
+//!   task) and the request finishes.
 //! - `logging`: request metrics. Live counts never depend on it (guards in the CTX, then in
-//!   the tunnel's task, do).
+//!   the tunnel's relay, do).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -453,9 +454,9 @@ impl ProxyHttp for Proxy {
             slot: ctx._slot.take(),
         };
         let idle = self.config.load().timeouts.websocket_idle;
+        let lb = self.0.clone();
         tokio::spawn(async move {
-            let end = crate::tunnel::relay(tunnel, idle, held).await;
-            tracing::debug!(?end, "WebSocket tunnel ended");
+            crate::tunnel::start(tunnel, idle, held, lb.relays()).await;
         });
     }
 

@@ -58,6 +58,9 @@ pub struct Lb {
     /// close of an idle keep-alive connection.
     closing: std::sync::atomic::AtomicBool,
     turn: AtomicUsize,
+    /// The WebSocket relay threads, started with the first tunnel (after pingora has
+    /// daemonized); `None` inside if they could not start.
+    relays: std::sync::OnceLock<Option<crate::tunnel::Relays>>,
 }
 
 impl Lb {
@@ -85,9 +88,28 @@ impl Lb {
             handover: HandoverGate::open(),
             closing: std::sync::atomic::AtomicBool::new(false),
             turn: AtomicUsize::new(0),
+            relays: std::sync::OnceLock::new(),
         };
         lb.rebuild_tags();
         Ok(lb)
+    }
+
+    /// The WebSocket relay threads (as many as the proxy's worker threads, `threads`), started
+    /// on first use. `None` if they could not start (logged once): tunnels are then relayed by
+    /// tasks.
+    pub fn relays(&self) -> Option<&crate::tunnel::Relays> {
+        self.relays
+            .get_or_init(|| {
+                let n = self.config.load().threads;
+                match crate::tunnel::Relays::start(n) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "WebSocket relay threads could not start; tunnels are relayed by tasks");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// The same state serving the TLS listeners' certificates.

@@ -1,36 +1,11 @@
-//! The WebSocket tunnel after a validated `101`: two raw connections relayed by one small task.
+//! A tunnel relayed by a task of its own on pingora's runtime: TLS connections, streams with
+//! bytes still buffered, and any tunnel when no relay thread can take it (see the parent
+//! module for the contract).
 //!
-//! pingora would relay an upgraded connection as a close-delimited body inside the request's
-//! task: the whole request pipeline (its future, both HTTP sessions with their header buffers,
-//! two task channels) stays allocated for the tunnel's life, and every frame is copied into a
-//! body buffer, allocated as `Bytes` and passed through a channel between the two halves of the
-//! task. The vendored pingora-proxy instead hands iogate both streams once the upstream's `101`
-//! has gone through the response filters and been written to the client
-//! ([`pingora_proxy::UpgradedTunnel`]); the request then finishes (logged with its `101`) and
-//! [`relay`] carries the tunnel in a task of its own.
-//!
-//! Contract:
-//! - Only after the upstream answered `101` and the client was sent it. Bytes the client sent in
-//!   the same read as its request reach the backend only then, as data of the protocol it
-//!   switched to; bytes arriving separately before the response are refused by pingora ("Sent
-//!   data after end of body"), so an early `Upgrade` cannot smuggle a request (CVE-2026-2833).
-//! - Bytes read together with the `101` or the request (`*_unread`) are relayed first.
-//! - Plain TCP connections are relayed on their sockets (`Side::Tcp`): once the `101` is
-//!   flushed, pingora's stream (a write buffer every write is copied into, then flushed; read
-//!   and write timing on every call) is set aside, as nginx relays an upgraded connection with
-//!   plain reads and writes. TLS connections, and any stream with bytes still buffered, are
-//!   relayed through pingora's stream as it is.
-//! - Memory only while data is in flight (HAProxy's approach): each read goes into a stack
-//!   buffer and is written on at once; only what the receiver cannot take right away is kept
-//!   (on the heap, in one buffer for that direction), and that direction is not read again until
-//!   it is written. An idle tunnel holds the two streams, its guards and a timer.
-//! - Idle: no byte moved in either direction for `idle` (`timeouts.websocket_idle`, HAProxy's
-//!   `timeout tunnel`) closes the tunnel; a receiver that does not read counts as idle.
-//! - End: when either side closes (end of stream, after everything it sent has been written
-//!   on) or fails, the other side's write half is shut down (TCP FIN, TLS `close_notify`) and
-//!   both connections are closed — pingora's and nginx's behaviour for upgraded connections.
-//! - The guards ([`Held`]) that count the tunnel (live WebSockets per backend, the upgraded sid,
-//!   the client's connection slot) are dropped exactly when the relay ends.
+//! Both directions are polled by one task. Plain TCP connections are relayed on their sockets
+//! ([`Side::Tcp`]); anything else through pingora's stream as it is. Each read goes into a stack
+//! buffer and is written on at once; only what the receiver cannot take right away is kept.
+//! The idle timer is re-armed only when it fires, not on every frame.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -41,15 +16,12 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::upstreams::peer::Tracer;
 use pingora_proxy::UpgradedTunnel;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::backends::WsGuard;
-use crate::limits::ConnSlot;
-use crate::sid_table::UpgradedSid;
+use super::{End, Held, Traced};
 
 /// The read size of one relay step (the stack buffer; never allocated per tunnel).
 const READ_SIZE: usize = 16 * 1024;
@@ -57,37 +29,11 @@ const READ_SIZE: usize = 16 * 1024;
 /// Reads one direction may make in one wake-up before yielding to other tasks.
 const READS_PER_POLL: usize = 16;
 
-/// What counts a tunnel, held by its relay task until the tunnel ends.
-#[derive(Debug, Default)]
-pub struct Held {
-    /// The live-WebSocket count of the backend.
-    pub ws: Option<WsGuard>,
-    /// The upgraded polling session's sid-table entry.
-    pub upgraded: Option<UpgradedSid>,
-    /// The client's connection slot (`limits.max_connections`).
-    pub slot: Option<ConnSlot>,
-}
-
-/// Why a tunnel ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum End {
-    /// The client closed its connection.
-    ClientClosed,
-    /// The backend closed its connection.
-    BackendClosed,
-    /// No byte moved for the idle timeout.
-    Idle,
-    /// Reading or writing the client's connection failed.
-    ClientError(io::ErrorKind),
-    /// Reading or writing the backend's connection failed.
-    BackendError(io::ErrorKind),
-}
-
 /// One connection of the tunnel.
-enum Side {
+pub enum Side {
     /// A plain TCP connection, on its socket. The tracer of pingora's stream (the client's TCP
     /// connection slot) is held as long as the socket.
-    Tcp(TcpStream, Option<Tracer>),
+    Tcp(TcpStream, Traced),
     /// Anything else (TLS; a stream with bytes still buffered), through pingora's stream.
     Stream(Stream),
 }
@@ -96,7 +42,7 @@ impl Side {
     /// Flush `s` (the `101` may still sit in the client stream's write buffer), then take its
     /// socket if it is plain TCP with nothing buffered. A flush that fails or takes longer
     /// than `idle` leaves the stream as it is: the relay meets the same failure, or idles out.
-    async fn new(mut s: Stream, idle: Duration) -> Side {
+    pub async fn new(mut s: Stream, idle: Duration) -> Side {
         if !matches!(tokio::time::timeout(idle, s.flush()).await, Ok(Ok(()))) {
             return Side::Stream(s);
         }
@@ -105,20 +51,11 @@ impl Side {
         }
         match s.into_any().downcast::<L4Stream>() {
             Ok(l4) => match l4.into_tcp() {
-                Ok((tcp, tracer)) => Side::Tcp(tcp, tracer),
+                Ok((tcp, tracer)) => Side::Tcp(tcp, Traced(tracer)),
                 Err(l4) => Side::Stream(Box::new(l4)),
             },
             // Checked with `is` above.
             Err(_) => unreachable!("a pingora L4 stream"),
-        }
-    }
-}
-
-impl Drop for Side {
-    fn drop(&mut self) {
-        // What pingora's stream does when it is dropped with its tracer.
-        if let Side::Tcp(_, Some(t)) = self {
-            t.0.on_disconnected();
         }
     }
 }
@@ -236,24 +173,44 @@ impl Flow {
     }
 }
 
-/// Relay `t` until either side closes or fails, or nothing moves for `idle`. `held` is
-/// dropped when the tunnel ends.
+/// Relay `t` in this task until either side closes or fails, or nothing moves for `idle`.
+/// `held` is dropped when the tunnel ends.
 pub async fn relay(t: UpgradedTunnel, idle: Duration, held: Held) -> End {
+    let (client, backend, to_backend, to_client) = sides(t, idle).await;
+    relay_sides(client, backend, to_backend, to_client, idle, held).await
+}
+
+/// Both connections of `t` as [`Side`]s (see [`Side::new`]), with the bytes read ahead of each:
+/// (client, backend, client's bytes for the backend, backend's bytes for the client).
+pub async fn sides(t: UpgradedTunnel, idle: Duration) -> (Side, Side, Bytes, Bytes) {
     let UpgradedTunnel {
         downstream,
         downstream_unread,
         upstream,
         upstream_unread,
     } = t;
-    let mut client = Side::new(downstream, idle).await;
-    let mut backend = Side::new(upstream, idle).await;
+    let client = Side::new(downstream, idle).await;
+    let backend = Side::new(upstream, idle).await;
+    (client, backend, downstream_unread, upstream_unread)
+}
+
+/// [`relay`] once both connections are [`Side`]s: `to_backend` and `to_client` (bytes read
+/// ahead) go first.
+pub async fn relay_sides(
+    mut client: Side,
+    mut backend: Side,
+    to_backend: Bytes,
+    to_client: Bytes,
+    idle: Duration,
+    held: Held,
+) -> End {
     // A stream left as it was may still hold unflushed bytes: flush both first.
     let mut up = Flow {
-        pending: downstream_unread,
+        pending: to_backend,
         unflushed: true,
     };
     let mut down = Flow {
-        pending: upstream_unread,
+        pending: to_client,
         unflushed: true,
     };
     let mut last_moved = Instant::now();
@@ -293,7 +250,7 @@ pub async fn relay(t: UpgradedTunnel, idle: Duration, held: Held) -> End {
     let other = match end {
         End::ClientClosed | End::ClientError(_) => Some(&mut backend),
         End::BackendClosed | End::BackendError(_) => Some(&mut client),
-        End::Idle => None,
+        End::Idle | End::NotRelayed(_) => None,
     };
     if let Some(s) = other {
         // Bounded like the tunnel: a receiver that takes nothing for `idle` is gone.
