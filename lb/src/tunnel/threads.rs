@@ -177,7 +177,9 @@ impl Conn {
     fn new(sock: std::net::TcpStream, traced: Traced) -> Conn {
         Conn {
             sock: TcpStream::from_std(sock),
-            readable: true,
+            // Registering an edge-triggered socket that already holds data reports it at once:
+            // no read before that event.
+            readable: false,
             read_closed: false,
             writable: true,
             _traced: traced,
@@ -498,9 +500,8 @@ impl EventLoop {
             // FIN after whatever the socket still holds (it cannot block).
             let _ = c.sock.shutdown(Shutdown::Write);
         }
-        let registry = self.poll.registry();
-        let _ = registry.deregister(&mut t.client.sock);
-        let _ = registry.deregister(&mut t.backend.sock);
+        // Closing a socket takes it out of the thread's `epoll` (no other descriptor refers to
+        // it): no deregistration call needed.
         let ended = t.ended.take();
         drop(t);
         if let Some(f) = ended {
