@@ -22,7 +22,9 @@
 //! - Idle tunnels are found by a sweep once per [`SWEEP`]: a tunnel is closed between `idle`
 //!   and `idle` + one second after its last byte moved (`timeouts.websocket_idle` is at least
 //!   60 s).
-//! - When [`Relays`] is dropped, its threads end once their last tunnel has.
+//! - A thread wakes at least once per [`SWEEP`], and takes new tunnels on every wake-up.
+//! - When [`Relays`] is dropped (or [`Relays::start`] fails half-way), its threads end once their
+//!   last tunnel has.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -144,8 +146,8 @@ impl Relays {
         let h = &self.threads[i];
         h.tx.send(t).map_err(|e| Box::new(e.0))?;
         if let Err(e) = h.waker.wake() {
-            // The tunnel is queued; it starts at the thread's next wake-up (at the latest its
-            // next sweep) instead of at once.
+            // The tunnel is queued; it starts at the thread's next wake-up (an event, or at the
+            // latest its next sweep) instead of at once.
             tracing::error!(error = %e, "waking a relay thread failed");
         }
         Ok(())
@@ -376,14 +378,14 @@ impl EventLoop {
         let mut next_sweep = Instant::now() + SWEEP;
         let mut open = true;
         loop {
-            let timeout = if !again.is_empty() {
-                Some(Duration::ZERO)
-            } else if self.live == 0 {
-                None
+            // Awake at least once per sweep, tunnels or not: a tunnel whose wake-up failed is
+            // still picked up, and a thread whose handle is gone still ends.
+            let timeout = if again.is_empty() {
+                next_sweep.saturating_duration_since(Instant::now())
             } else {
-                Some(next_sweep.saturating_duration_since(Instant::now()))
+                Duration::ZERO
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -393,10 +395,8 @@ impl EventLoop {
             }
             let now = Instant::now();
             turn.append(&mut again);
-            let mut woken = false;
             for ev in events.iter() {
                 if ev.token() == WAKER {
-                    woken = true;
                     continue;
                 }
                 let slot = ev.token().0 >> 1;
@@ -430,19 +430,18 @@ impl EventLoop {
                 next_sweep = now + SWEEP;
             }
             // New tunnels last: a slot closed in this batch is reused only after its events.
-            if woken {
-                loop {
-                    match self.rx.try_recv() {
-                        Ok(p) => {
-                            if let Some(slot) = self.add(p, now) {
-                                again.push(slot);
-                            }
+            // The channel is looked at on every wake-up (the waker only makes one happen).
+            loop {
+                match self.rx.try_recv() {
+                    Ok(p) => {
+                        if let Some(slot) = self.add(p, now) {
+                            again.push(slot);
                         }
-                        Err(mpsc::TryRecvError::Empty) => break,
-                        Err(mpsc::TryRecvError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
                 }
             }
