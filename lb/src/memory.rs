@@ -1,16 +1,18 @@
 //! The allocator's memory, given back to the OS.
 //!
 //! - [`configure_allocator`]: iogate-lb's allocator is mimalloc, whose default on Linux commits
-//!   its arenas eagerly; the pages it touches once then stay resident after they are freed
-//!   (a purge cannot decommit them). Every thread that allocates touches pages of its own, so
-//!   RSS started at 25 MiB and grew by about 6 MiB for each extra thread that allocated
+//!   its arenas eagerly; the pages it touched then stayed resident after they were freed
+//!   (`MIMALLOC_PURGE_DECOMMITS=1` did not change that). Every thread that allocates touches
+//!   pages of its own, so RSS started at 25 MiB and grew by 5–7 MiB for each extra thread
 //!   (measured: 25.4 → 15.5 MiB at start, and 41 → 17 MiB with 300 WebSocket tunnels, with
 //!   arena commit on demand instead). With commit on demand, freed memory is decommitted
 //!   (`MADV_DONTNEED`) once mimalloc purges it, so RSS follows what is in use.
 //! - After a burst of connections: glibc's malloc (what the LB used before mimalloc, and what the
 //!   C libraries it links use) keeps what a burst freed in its arenas for reuse: after 10,000
 //!   slow-loris connections were all closed, the LB's RSS stayed at their peak (362 MiB,
-//!   `bench/slowloris.sh`). [`trim`] returns the free pages of both allocators. The control
+//!   `bench/slowloris.sh`). [`trim`] asks both allocators to give free pages back: glibc's
+//!   `malloc_trim`, and mimalloc's `mi_collect` (the calling thread's heap and what the arenas
+//!   can purge; every other thread's freed memory mimalloc purges as that thread runs). The control
 //!   loop calls it when the open client connections have fallen well below their peak since
 //!   the last trim ([`Trimmer::observe`]) — at most once per burst, never per request, and not
 //!   at all in steady state.
