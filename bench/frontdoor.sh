@@ -3,9 +3,9 @@
 # in front of the same 2 iogate-node processes (+ Redis), with iogate-loadtest as the client,
 # all on this machine in one run. Also measures going direct to the nodes (the floor).
 #
-#   bench/frontdoor.sh [ECHO_CLIENTS=1000] [IDLE_CLIENTS=10000] [SECONDS=20]
-#   bench/frontdoor.sh 50 200 3        # smoke run (CI)
-#   PARTS=c bench/frontdoor.sh         # only part (c); PARTS=a,b,c,d,t is the default
+#   bench/frontdoor.sh [ECHO_CLIENTS=1000] [IDLE_CLIENTS=10000] [SECONDS=20] [HELD_CLIENTS=50000]
+#   bench/frontdoor.sh 50 200 3 300    # smoke run (CI)
+#   PARTS=c bench/frontdoor.sh         # only part (c); PARTS=a,b,c,d,e,t is the default
 #   LB_BIN=/tmp/lb-old PARTS=d bench/frontdoor.sh   # another iogate-lb build against the same
 #                                      # baselines (A/B of two builds; not for RECORD=1)
 #
@@ -21,6 +21,12 @@
 #     `sticky`: a map from the cookie to one-server upstreams), HAProxy with `cookie … insert`,
 #     iogate-lb by learning the Engine.IO sid (no cookie). nginx without stickiness is run too,
 #     to show what the cookie is for.
+# (e) capacity: HELD_CLIENTS idle WebSocket sessions (default 50,000) through one iogate-lb, the
+#     clients spread over 8 loopback source addresses (`--local-addrs`): sessions held (the
+#     LB's own `iogate_lb_websockets` gauge and the nodes' established connections), connect
+#     failures, the LB's RSS and the nodes'. The LB needs two descriptors per session: where the
+#     open-files limit (raised to the hard limit) is too low, the part holds as many as it allows
+#     and says so in its table — it does not report the full count as held.
 # (t) TLS termination: the three proxies terminate TLS with the same certificate (ECDSA P-256,
 #     TLS 1.3 negotiated; nginx and HAProxy with OpenSSL, iogate-lb with rustls): ECHO_CLIENTS
 #     wss clients echoing as in (a) (RTT, added over plain direct, proxy CPU), then new wss
@@ -33,11 +39,13 @@ source "$(dirname "$0")/lib.sh"
 ECHO_N=${1:-1000}
 IDLE_N=${2:-10000}
 SECS=${3:-20}
+HELD_WANT=${4:-50000}
 POLL_N=$(( ECHO_N / 2 ))
 CHURN_N=$(( ECHO_N / 2 ))
 CHURN_RATES=${CHURN_RATES:-"100 200 500 1000 2000 4000"}
 # A proxied session costs the proxy two descriptors (client + upstream).
 IDLE_N=$(cap_to_fds "$IDLE_N" $(( FDS / 2 - 500 )))
+HELD_N=$(cap_to_fds "$HELD_WANT" $(( FDS / 2 - 500 )))
 out_dir /tmp/iogate-frontdoor
 need nginx:nginx haproxy:haproxy redis-server:redis-server curl:curl python3:python3 ss:iproute2 openssl:openssl
 TLS_CHURN_RATE=${TLS_CHURN_RATE:-500}
@@ -52,17 +60,19 @@ cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/haproxy.pem"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 bench_build iogate-node iogate-lb iogate-loadtest
-# PARTS=t alone records as its own section (frontdoor-tls), so the full run's tables stay.
-PARTS=${PARTS:-a,b,c,d,t}
-if [ "$PARTS" = t ]; then md_open frontdoor-tls "PARTS=t bench/frontdoor.sh $*"
-elif [ "$PARTS" = a,b,c,d,t ]; then md_open frontdoor "bench/frontdoor.sh $*"
-else md_open frontdoor "PARTS=$PARTS bench/frontdoor.sh $*"; fi
+# PARTS=t or PARTS=e alone records as its own section (frontdoor-tls, frontdoor-capacity), so
+# the full run's tables stay.
+PARTS=${PARTS:-a,b,c,d,e,t}
+if [ "$PARTS" = t ]; then md_open frontdoor-tls "PARTS=t bench/frontdoor.sh${*:+ $*}"
+elif [ "$PARTS" = e ]; then md_open frontdoor-capacity "PARTS=e bench/frontdoor.sh${*:+ $*}"
+elif [ "$PARTS" = a,b,c,d,e,t ]; then md_open frontdoor "bench/frontdoor.sh${*:+ $*}"
+else md_open frontdoor "PARTS=$PARTS bench/frontdoor.sh${*:+ $*}"; fi
 md "Versions: iogate-lb $("$LB_BIN" --version | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | awk '{print $1, $3}')." ""
 
 start_redis
 N1=$(free_port); N2=$(free_port)
-start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"
-start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"
+start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"; P1=$NODE_PID
+start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"; P2=$NODE_PID
 DIRECT=(--url "http://127.0.0.1:$N1" --url "http://127.0.0.1:$N2")
 
 # start_proxy iogate-lb|nginx|nginx-nosticky|haproxy: sets PROXY_PID and PORT.
@@ -237,6 +247,41 @@ if [[ $PARTS == *d* ]]; then
   md ""
 fi
 
+if [[ $PARTS == *e* ]]; then
+  echo "== (e) capacity: $HELD_N idle WebSocket sessions through one iogate-lb" >&2
+  md "### (e) $HELD_WANT idle WebSocket sessions through one iogate-lb" ""
+  if [ "$HELD_N" -lt "$HELD_WANT" ]; then
+    md "**Not run at $HELD_WANT here:** the open-files limit is $FDS (the hard limit; raising it needs CAP_SYS_RESOURCE or \`LimitNOFILE=\`/\`--ulimit nofile=\`), and the LB needs two descriptors per session, so this run holds $HELD_N — what the limit allows. $HELD_WANT sessions need an open-files limit of at least $(( 2 * HELD_WANT + 1000 ))." ""
+  fi
+  md "| sessions asked | held: LB's \`iogate_lb_websockets\` / nodes' established | connect failures | iogate-lb RSS before → with | per session | nodes' RSS before → with | per session |" \
+     "|---|---|---|---|---|---|---|"
+  # Two fresh nodes for this part: nodes that held the earlier parts' sessions would reuse that
+  # memory, and their RSS would not show what a session costs them.
+  SAVED=("$N1" "$N2" "$P1" "$P2")
+  N1=$(free_port); start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"; P1=$NODE_PID
+  N2=$(free_port); start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"; P2=$NODE_PID
+  start_proxy iogate-lb
+  sleep 1
+  r0=$(rss "$PROXY_PID"); n0=$(( $(rss "$P1") + $(rss "$P2") ))
+  f="$OUT/iogate-lb-held.json"
+  # Held for SECS once the ramp has settled; measured meanwhile, the report read at its end.
+  loadtest --url "http://127.0.0.1:$PORT" --scenario idle --clients "$HELD_N" --connect-rate 2000 \
+    --duration "$(( SECS + 10 ))s" --local-addrs 8 --json "$f" &
+  LT=$!; pids+=("$LT")
+  wait_established "$HELD_N" "$N1" "$N2"
+  sleep 2
+  got=$(established "$N1" "$N2")
+  ws=$(curl -fsS "127.0.0.1:$LB_ADMIN/metrics" | awk '/^iogate_lb_websockets[{ ]/ { s += $2 } END { print s + 0 }')
+  r1=$(rss "$PROXY_PID"); n1=$(( $(rss "$P1") + $(rss "$P2") ))
+  wait "$LT" || true
+  stop_proxy
+  if [ -s "$f" ]; then nf=$(fails "$f"); else nf="loadtest failed"; fi
+  md "$(awk -v w="$HELD_N" -v ws="$ws" -v g="$got" -v f="$nf" -v a="$r0" -v b="$r1" -v c="$n0" -v d="$n1" \
+    'BEGIN { printf "| %d | %d / %d | %s | %.1f → %.1f MiB | %.2f KiB | %.1f → %.1f MiB | %.1f KiB |", w, ws, g, f, a/1024, b/1024, (b-a)/(ws>0?ws:1), c/1024, d/1024, (d-c)/(g>0?g:1) }')" ""
+  stop_pid "$P1"; stop_pid "$P2"
+  N1=${SAVED[0]}; N2=${SAVED[1]}; P1=${SAVED[2]}; P2=${SAVED[3]}
+fi
+
 if [[ $PARTS == *t* ]]; then
   echo "== (t) TLS termination: $ECHO_N wss clients, then new wss sessions at $TLS_CHURN_RATE/s" >&2
   md "### (t) TLS termination: $ECHO_N wss clients, 2 acked echoes/s each, ${SECS} s; then new wss sessions at $TLS_CHURN_RATE/s ($CHURN_N clients churned, full handshakes)" "" \
@@ -285,6 +330,8 @@ ratio_row() { # label, key of array name, unit
      function v(x) { return x >= 100 ? sprintf("%.0f", x) : sprintf("%.3g", x) }
      BEGIN { printf "| %s | %s %s | %s %s | %s %s | %s | %s |", l, v(i), u, v(n), u, v(h), u, r(i, n), r(i, h) }')"
 }
+# (e) measures iogate-lb alone: PARTS=e has no ratios.
+if [[ $PARTS =~ [abcdt] ]]; then
 md "### Ratios" "" "| | iogate-lb | nginx | HAProxy | iogate-lb ÷ nginx | iogate-lb ÷ HAProxy |" "|---|---|---|---|---|---|"
 ratio_row "(a) added RTT p50" A_ADD50 ms
 ratio_row "(a) proxy CPU" A_CPU s
@@ -298,5 +345,6 @@ ratio_row "(t) TLS: proxy CPU, echo" T_CPU s
 ratio_row "(t) TLS: handshake p99" T_P99 ms
 ratio_row "(t) TLS: proxy CPU per new session" T_US µs
 md ""
+fi
 md_record
 echo "results in $MD" >&2
