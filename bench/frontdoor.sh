@@ -71,8 +71,8 @@ md "Versions: iogate-lb $("$LB_BIN" --version | awk '{print $2}'), $("$NGINX" -v
 
 start_redis
 N1=$(free_port); N2=$(free_port)
-start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"; P1=$NODE_PID
-start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"; P2=$NODE_PID
+start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"
+start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"
 DIRECT=(--url "http://127.0.0.1:$N1" --url "http://127.0.0.1:$N2")
 
 # start_proxy iogate-lb|nginx|nginx-nosticky|haproxy: sets PROXY_PID and PORT.
@@ -255,31 +255,30 @@ if [[ $PARTS == *e* ]]; then
   fi
   md "| sessions asked | held: LB's \`iogate_lb_websockets\` / nodes' established | connect failures | iogate-lb RSS before → with | per session | nodes' RSS before → with | per session |" \
      "|---|---|---|---|---|---|---|"
-  # Two fresh nodes for this part: nodes that held the earlier parts' sessions would reuse that
-  # memory, and their RSS would not show what a session costs them.
-  SAVED=("$N1" "$N2" "$P1" "$P2")
-  N1=$(free_port); start_node "$N1" "n$N1" "redis://127.0.0.1:$RP"; P1=$NODE_PID
-  N2=$(free_port); start_node "$N2" "n$N2" "redis://127.0.0.1:$RP"; P2=$NODE_PID
-  start_proxy iogate-lb
+  # Two fresh nodes (E1, E2; pids Q1, Q2) for this part: nodes that held the earlier parts'
+  # sessions would reuse that memory, and their RSS would not show what a session costs them.
+  E1=$(free_port); start_node "$E1" "n$E1" "redis://127.0.0.1:$RP"; Q1=$NODE_PID
+  E2=$(free_port); start_node "$E2" "n$E2" "redis://127.0.0.1:$RP"; Q2=$NODE_PID
+  PORT=$(free_port); LB_ARGS=()
+  start_lb "$PORT" "$E1" "$E2"
   sleep 1
-  r0=$(rss "$PROXY_PID"); n0=$(( $(rss "$P1") + $(rss "$P2") ))
+  r0=$(rss "$LB_PID"); n0=$(( $(rss "$Q1") + $(rss "$Q2") ))
   f="$OUT/iogate-lb-held.json"
   # Held for SECS once the ramp has settled; measured meanwhile, the report read at its end.
   loadtest --url "http://127.0.0.1:$PORT" --scenario idle --clients "$HELD_N" --connect-rate 2000 \
     --duration "$(( SECS + 10 ))s" --local-addrs 8 --json "$f" &
   LT=$!; pids+=("$LT")
-  wait_established "$HELD_N" "$N1" "$N2"
+  wait_established "$HELD_N" "$E1" "$E2"
   sleep 2
-  got=$(established "$N1" "$N2")
-  ws=$(curl -fsS "127.0.0.1:$LB_ADMIN/metrics" | awk '/^iogate_lb_websockets[{ ]/ { s += $2 } END { print s + 0 }')
-  r1=$(rss "$PROXY_PID"); n1=$(( $(rss "$P1") + $(rss "$P2") ))
+  got=$(established "$E1" "$E2")
+  ws=$(lb_metric_sum iogate_lb_websockets)
+  r1=$(rss "$LB_PID"); n1=$(( $(rss "$Q1") + $(rss "$Q2") ))
   wait "$LT" || true
-  stop_proxy
+  stop_pid "$LB_PID"
   if [ -s "$f" ]; then nf=$(fails "$f"); else nf="loadtest failed"; fi
   md "$(awk -v w="$HELD_N" -v ws="$ws" -v g="$got" -v f="$nf" -v a="$r0" -v b="$r1" -v c="$n0" -v d="$n1" \
     'BEGIN { printf "| %d | %d / %d | %s | %.1f → %.1f MiB | %.2f KiB | %.1f → %.1f MiB | %.1f KiB |", w, ws, g, f, a/1024, b/1024, (b-a)/(ws>0?ws:1), c/1024, d/1024, (d-c)/(g>0?g:1) }')" ""
-  stop_pid "$P1"; stop_pid "$P2"
-  N1=${SAVED[0]}; N2=${SAVED[1]}; P1=${SAVED[2]}; P2=${SAVED[3]}
+  stop_pid "$Q1"; stop_pid "$Q2"
 fi
 
 if [[ $PARTS == *t* ]]; then

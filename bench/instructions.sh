@@ -102,7 +102,7 @@ if [[ " $PROXIES " == *" iogate-lb "* ]]; then
   LB_WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/iogate-lb.callgrind.%p")
   start_lb "$PORT" "$N1" "$N2"
   LBP=$LB_PID
-  lb_requests() { curl -fsS "127.0.0.1:$LB_ADMIN/metrics" | awk '/^iogate_lb_requests_total/ { s += $2 } END { print s + 0 }'; }
+  lb_requests() { lb_metric_sum iogate_lb_requests_total; }
   measure iogate-lb "$LBP" "http://127.0.0.1:$PORT" lb_requests
   stop_pid "$LBP"
 fi

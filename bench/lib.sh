@@ -146,6 +146,15 @@ start_lb() {
 
 stop_pid() { kill_tree "$1"; wait "$1" 2>/dev/null || true; }
 
+# lb_metric_sum FAMILY: the sum of every series of a metric family on the admin endpoint of the
+# iogate-lb started last (LB_ADMIN). Fails, naming the family, when it has no series at all: an
+# absent metric is not zero.
+lb_metric_sum() {
+  curl -fsS "127.0.0.1:$LB_ADMIN/metrics" | awk -v m="$1" '
+    $1 == m || index($1, m "{") == 1 { s += $2; n++ }
+    END { if (n == 0) { print m " is not on the LB'"'"'s /metrics" > "/dev/stderr"; exit 1 } print s }'
+}
+
 # nginx as the front-door baselines run it, on stdout:
 #   nginx_conf nginx|nginx-nosticky LISTEN WORKERS N1 N2 [STATUS_PORT]
 # LISTEN is the whole listen directive (TLS options included); the upstreams are the nodes on
