@@ -24,6 +24,8 @@ pub struct LbConfig {
     pub resolver: Resolver,
     /// TLS from the LB to every backend (proxied requests, tunnels and health checks).
     pub upstream_tls: UpstreamTls,
+    /// Idle keep-alive connections to the backends (nginx's upstream `keepalive`).
+    pub upstream_keepalive: UpstreamKeepalive,
     /// How a new session picks a backend.
     pub balancing: Balancing,
     /// How later requests of a session find its backend.
@@ -54,6 +56,7 @@ impl Default for LbConfig {
             upstreams: Vec::new(),
             resolver: Resolver::default(),
             upstream_tls: UpstreamTls::default(),
+            upstream_keepalive: UpstreamKeepalive::default(),
             balancing: Balancing::default(),
             stickiness: Stickiness::default(),
             engineio: EngineIo::default(),
@@ -454,6 +457,11 @@ pub struct EngineIo {
     /// Added to pingInterval + pingTimeout (from the open packet) before an idle sid expires.
     #[serde(with = "humantime_serde")]
     pub idle_margin: Duration,
+    /// Serve long-polling requests on plain-TCP listeners by iogate-lb's own HTTP/1.1 path
+    /// (`lb/src/polling/`) instead of pingora's: the same admission, routing, headers and
+    /// metrics, at a fraction of the CPU per request. Everything else (WebSockets, TLS
+    /// listeners, other paths, requests outside its shape) is pingora's either way.
+    pub polling_fast_path: bool,
 }
 
 impl Default for EngineIo {
@@ -463,6 +471,7 @@ impl Default for EngineIo {
             sid_table_max: 1_000_000,
             sid_table_max_per_ip: 0,
             idle_margin: Duration::from_secs(10),
+            polling_fast_path: true,
         }
     }
 }
@@ -550,6 +559,28 @@ impl Default for PassiveHealth {
         Self {
             failures: 1,
             cooldown: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `upstream_keepalive` section: the keep-alive connections the long-polling fast path keeps
+/// to each backend between requests (pingora's path keeps its own pool of 128).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamKeepalive {
+    /// Most idle connections kept per backend (nginx's `keepalive N`); 0 keeps none.
+    pub idle_per_backend: usize,
+    /// An idle connection is closed after this (nginx's `keepalive_timeout`); keep it below
+    /// the backends' own idle timeout where you can (Node.js: `server.keepAliveTimeout`, 5 s).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamKeepalive {
+    fn default() -> Self {
+        Self {
+            idle_per_backend: 128,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -952,6 +983,10 @@ impl Validate for LbConfig {
             ("timeouts.polling_request", self.timeouts.polling_request),
             ("timeouts.client_header", self.timeouts.client_header),
             ("upgrade.handover_wait", self.upgrade.handover_wait),
+            (
+                "upstream_keepalive.idle_timeout",
+                self.upstream_keepalive.idle_timeout,
+            ),
         ] {
             if d.is_zero() {
                 p.push(name, "must be greater than 0");

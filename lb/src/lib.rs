@@ -4,6 +4,9 @@
 //!
 //! - [`config`] — the YAML schema, defaults, validation, quick command-line form.
 //! - [`state`] — [`state::Lb`], the state every request and control task shares.
+//! - [`polling`] — the listening service's application: Engine.IO long-polling requests on
+//!   plain-TCP listeners served by iogate-lb's own HTTP/1.1 path, every other connection handed
+//!   to pingora's; both decide with the same [`proxy`] methods.
 //! - [`proxy`] — the `ProxyHttp` implementation, phase by phase, handing off to:
 //!   - [`admission`] — limits, each refusal one `Reject` answered and counted in one place;
 //!   - [`select`] — backend choice (sid tags, the sid table, cookie; least-connections,
@@ -42,6 +45,7 @@ pub mod health;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
+pub mod polling;
 pub mod proxy;
 pub mod redirect;
 pub mod request;

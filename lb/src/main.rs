@@ -29,6 +29,7 @@ use iogate_lb::admin::Admin;
 use iogate_lb::config::LbConfig;
 use iogate_lb::control::Control;
 use iogate_lb::metrics::LbMetrics;
+use iogate_lb::polling::FrontDoor;
 use iogate_lb::proxy::Proxy;
 use iogate_lb::redirect::HttpsRedirect;
 use iogate_lb::state::Lb;
@@ -218,11 +219,17 @@ fn main() -> ExitCode {
     }
     let phases = server.watch_execution_phase();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy(lb.clone()),
-        "iogate-lb proxy",
-    );
+    // pingora's HTTP path, behind the long-polling fast path (`iogate_lb::polling`).
+    let mut pingora_path = pingora_proxy::http_proxy(&server.configuration, Proxy(lb.clone()));
+    pingora_path.set_shutdown_idle_wait(cfg.shutdown.idle_wait);
+    let mut options = pingora_path.server_options.clone().unwrap_or_default();
+    options.h1_header_timeout = Some(cfg.timeouts.client_header);
+    // An HTTP/2 connection without streams closes like an idle HTTP/1.1 keep-alive one.
+    options.h2_idle_timeout = Some(cfg.timeouts.client_keepalive);
+    pingora_path.server_options = Some(options);
+    let front = FrontDoor::new(pingora_path, Proxy(lb.clone()), cfg.shutdown.idle_wait);
+    let parked_idle = front.parked_idle_connections();
+    let mut proxy = Service::new("iogate-lb proxy".to_string(), front);
     proxy.set_connection_filter(Arc::new(AcceptFilter(lb.clone())));
     let mut redirects = Vec::new();
     for l in &cfg.listeners {
@@ -257,21 +264,6 @@ fn main() -> ExitCode {
         }
         proxy.add_listener(endpoint);
     }
-    let parked_idle = match proxy.app_logic_mut() {
-        Some(app) => {
-            app.set_shutdown_idle_wait(cfg.shutdown.idle_wait);
-            let mut options = app.server_options.clone().unwrap_or_default();
-            options.h1_header_timeout = Some(cfg.timeouts.client_header);
-            // An HTTP/2 connection without streams closes like an idle HTTP/1.1 keep-alive one.
-            options.h2_idle_timeout = Some(cfg.timeouts.client_keepalive);
-            app.server_options = Some(options);
-            app.parked_idle_connections()
-        }
-        None => {
-            eprintln!("the proxy service has no HTTP application");
-            return ExitCode::FAILURE;
-        }
-    };
     let mut admin = Service::new(
         "iogate-lb admin".to_string(),
         HttpServer::new_app(Admin(lb.clone())),

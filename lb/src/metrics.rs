@@ -55,6 +55,9 @@ pub struct LbMetrics {
     /// the request; `reused`: taken from the keep-alive pool). HAProxy's connection attempts and
     /// reuses per server.
     pub upstream_connections: IntCounterVec,
+    /// Requests answered, by the HTTP path that read them (`fast`: the long-polling fast path,
+    /// `pingora`: pingora's).
+    pub http_path_requests: IntCounterVec,
     /// 1 when a backend takes new sessions.
     pub backend_up: IntGaugeVec,
     /// 1 for the state a backend is in (`pending`, `up`, `draining`, `down`), 0 for the others.
@@ -98,6 +101,9 @@ impl LbMetrics {
         }
         for result in ["ok", "error"] {
             m.reloads.with_label_values(&[result]);
+        }
+        for path in ["fast", "pingora"] {
+            m.http_path_requests.with_label_values(&[path]);
         }
         Ok(m)
     }
@@ -285,6 +291,12 @@ impl LbMetrics {
                 "iogate_lb_upstream_connections_total",
                 "Upstream connections requests went over, per backend, by reuse (new, reused).",
                 &["backend", "reuse"],
+            )?,
+            http_path_requests: m::counter_vec(
+                reg,
+                "iogate_lb_http_path_requests_total",
+                "Requests answered, by the HTTP path that read them (fast: the long-polling fast path; pingora: pingora's).",
+                &["path"],
             )?,
             backend_up: m::gauge_vec(
                 reg,

@@ -1,5 +1,8 @@
 //! The proxy, phase by phase (pingora `ProxyHttp`). Routing is decided per HTTP request, never
-//! per TCP connection. Each phase hands off to the module that owns the decision:
+//! per TCP connection. The decisions are methods of [`Proxy`] that take no pingora session
+//! (`admit_request`, `choose_backend`, `connect_failed`, `connected`, `account_response`,
+//! `learn_body`, `count_request`), so the long-polling fast path ([`crate::polling`]) makes
+//! exactly the same ones. Each phase hands off to the module that owns the decision:
 //!
 //! - `request_filter`: [`crate::admission`] (limits; one `reject` path answers and counts every
 //!   refusal), Engine.IO classification ([`crate::engineio`]); a request naming a sid is bound
@@ -78,6 +81,44 @@ pub struct Ctx {
     tls: bool,
     /// The client IP's share of the sid table, for the entry this handshake creates.
     sid_owner: Option<ConnSlot>,
+    /// Read by the long-polling fast path ([`crate::polling`]), not pingora's.
+    fast: bool,
+}
+
+impl Ctx {
+    /// A request's state, its clock started at `start`.
+    pub(crate) fn new(start: Instant) -> Ctx {
+        Ctx {
+            start,
+            eio: EioRequest::default(),
+            upgrade: false,
+            bound: None,
+            chosen: None,
+            tried: Vec::new(),
+            learn: None,
+            pending: None,
+            ws: None,
+            upgraded: None,
+            _slot: None,
+            body_seen: 0,
+            tls: false,
+            sid_owner: None,
+            fast: false,
+        }
+    }
+
+    /// A request read by the long-polling fast path.
+    pub(crate) fn fast(start: Instant) -> Ctx {
+        Ctx {
+            fast: true,
+            ..Ctx::new(start)
+        }
+    }
+
+    /// A polling handshake's body is being held for its open packet.
+    pub(crate) fn learning(&self) -> bool {
+        self.learn.is_some()
+    }
 }
 
 /// Whether the client reached us over TLS.
@@ -94,11 +135,7 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 
 /// Answer a refused request and count it: the one reject path of the proxy.
 async fn reject(lb: &Lb, session: &mut Session, r: Reject) -> Result<bool> {
-    if r.is_sid_unknown() {
-        lb.metrics.sid_unknown.with_label_values(&[r.reason]).inc();
-    } else {
-        lb.metrics.rejected.with_label_values(&[r.reason]).inc();
-    }
+    count_reject(lb, &r);
     let mut resp = ResponseHeader::build(r.status, Some(4))?;
     resp.insert_header("Content-Type", r.content_type())?;
     resp.insert_header("Content-Length", r.body.len().to_string())?;
@@ -118,6 +155,15 @@ async fn reject(lb: &Lb, session: &mut Session, r: Reject) -> Result<bool> {
             .await?;
     }
     Ok(true)
+}
+
+/// Count a refused request (both HTTP paths).
+pub(crate) fn count_reject(lb: &Lb, r: &Reject) {
+    if r.is_sid_unknown() {
+        lb.metrics.sid_unknown.with_label_values(&[r.reason]).inc();
+    } else {
+        lb.metrics.rejected.with_label_values(&[r.reason]).inc();
+    }
 }
 
 fn peer(backend: &Backend, cfg: &LbConfig, upgrade: bool) -> Box<HttpPeer> {
@@ -154,19 +200,33 @@ impl Proxy {
             session.set_keepalive(Some(cfg.timeouts.client_keepalive.as_secs().max(1)));
         }
         ctx.tls = is_tls(session);
-        let req = session.req_header();
+        ctx.upgrade = session.is_upgrade_req();
+        self.admit_request(&cfg, session.req_header(), client_ip(session), ctx)
+            .await?;
+        if ctx.upgrade {
+            // pingora's 60 s downstream read timeout would cut idle WebSockets.
+            session.set_read_timeout(Some(cfg.timeouts.websocket_idle));
+        }
+        Ok(())
+    }
+
+    /// Admission and session routing of one request head, whichever HTTP path read it
+    /// (`ctx.tls` and `ctx.upgrade` are set by the caller). `Err` is answered and counted by
+    /// the caller ([`count_reject`]).
+    pub(crate) async fn admit_request(
+        &self,
+        cfg: &LbConfig,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        ctx: &mut Ctx,
+    ) -> Result<(), Reject> {
         admission::check_path(req.uri.path(), &cfg.exposure)?;
         admission::check_request(req, &cfg.limits)?;
-        ctx._slot = Some(admission::take_slot(
-            &self.conns,
-            client_ip(session),
-            &cfg.limits,
-        )?);
+        ctx._slot = Some(admission::take_slot(&self.conns, ip, &cfg.limits)?);
         ctx.eio = EioRequest::classify(req.uri.path(), req.uri.query(), &cfg.engineio.path);
-        ctx.upgrade = session.is_upgrade_req();
         match ctx.eio.sid.as_deref() {
             Some(sid) if cfg.stickiness.mode != StickyMode::None => {
-                let bound = self.route_sid(&cfg, req, sid, ctx.eio.websocket).await?;
+                let bound = self.route_sid(cfg, req, sid, ctx.eio.websocket).await?;
                 ctx.bound = Some(bound);
             }
             _ if ctx.eio.is_handshake() => {
@@ -179,21 +239,149 @@ impl Proxy {
                     &cfg.limits,
                     cfg.engineio.sid_table_max_per_ip,
                     ctx.eio.websocket,
-                    client_ip(session),
+                    ip,
                 )?;
             }
             // Outside the Engine.IO path (or stickiness off): balanced like a new session.
             _ => {}
         }
-        if ctx.upgrade {
-            // pingora's 60 s downstream read timeout would cut idle WebSockets.
-            session.set_read_timeout(Some(cfg.timeouts.websocket_idle));
-        }
         Ok(())
     }
 
+    /// The backend for this attempt: the bound one, else a new pick over ready backends not
+    /// tried yet (`None`, counted as `no_backend`, when there is none). Starts counting the
+    /// session it may open.
+    pub(crate) fn choose_backend(
+        &self,
+        cfg: &LbConfig,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        ctx: &mut Ctx,
+    ) -> Option<Arc<Backend>> {
+        let backend = match &ctx.bound {
+            Some((b, _)) => b.clone(),
+            None => match self.pick_new(cfg, req, ip, &ctx.tried) {
+                Some(b) => b,
+                None => {
+                    self.metrics
+                        .rejected
+                        .with_label_values(&["no_backend"])
+                        .inc();
+                    return None;
+                }
+            },
+        };
+        ctx.tried.push(backend.id.clone());
+        ctx.chosen = Some(backend.clone());
+        if ctx.bound.is_none() && ctx.eio.on_path {
+            if ctx.upgrade {
+                ctx.ws = Some(WsGuard::new(backend.clone(), self.metrics.clone()));
+            } else {
+                ctx.pending = Some(PendingGuard::new(backend.clone()));
+            }
+        }
+        Some(backend)
+    }
+
+    /// A connect to the chosen backend failed: passive health. Returns whether the request may
+    /// go to another backend (a new session may; a sid-bound request never).
+    pub(crate) fn connect_failed(&self, ctx: &mut Ctx) -> bool {
+        if let Some(b) = ctx.chosen.take() {
+            self.metrics
+                .connect_errors
+                .with_label_values(&[&b.id])
+                .inc();
+            let cfg = self.config.load();
+            if b.connect_failed(cfg.health.passive.failures, cfg.health.passive.cooldown) {
+                tracing::warn!(backend = %b.id, cooldown = ?cfg.health.passive.cooldown, "backend taken out after connect failures");
+            }
+        }
+        ctx.ws = None;
+        ctx.pending = None;
+        ctx.bound.is_none() && ctx.tried.len() < self.registry.configured().len()
+    }
+
+    /// Connected to the chosen backend (`reused`: an idle keep-alive connection).
+    pub(crate) fn connected(&self, ctx: &Ctx, reused: bool) {
+        if let Some(b) = &ctx.chosen {
+            b.connect_ok();
+            let reuse = if reused { "reused" } else { "new" };
+            self.metrics
+                .upstream_connections
+                .with_label_values(&[&b.id, reuse])
+                .inc();
+        }
+    }
+
+    /// A chunk of the response body (`None` at the end): a polling handshake's body is held
+    /// until its open packet is complete and the sid is recorded, then released into `body`.
+    pub(crate) fn learn_body(&self, body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut Ctx) {
+        let Some(learner) = ctx.learn.as_mut() else {
+            return;
+        };
+        let Some(found) = learner.feed(body, end_of_stream) else {
+            return;
+        };
+        ctx.learn = None;
+        ctx.pending = None;
+        if let (Some(open), Some(b)) = (found, ctx.chosen.clone()) {
+            let margin = self.config.load().engineio.idle_margin;
+            if self
+                .sids
+                .insert_owned(&open.sid, b, open.heartbeat + margin, ctx.sid_owner.take())
+                .is_err()
+            {
+                self.metrics
+                    .rejected
+                    .with_label_values(&["sid_table_full"])
+                    .inc();
+                tracing::warn!("sid table full; session will not be sticky");
+            }
+        }
+    }
+
+    /// Count a finished request (`code` 0: no response was written).
+    pub(crate) fn count_request(&self, code: u16, ctx: &Ctx) {
+        let backend = ctx
+            .chosen
+            .as_ref()
+            .or(ctx.bound.as_ref().map(|(b, _)| b))
+            .map(|b| b.id.as_str())
+            .unwrap_or("none");
+        let digits;
+        let code_s = if (100..=999).contains(&code) {
+            digits = [
+                b'0' + (code / 100) as u8,
+                b'0' + (code / 10 % 10) as u8,
+                b'0' + (code % 10) as u8,
+            ];
+            std::str::from_utf8(&digits).unwrap_or("none")
+        } else {
+            "none"
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[backend, code_s])
+            .inc();
+        self.metrics
+            .http_path_requests
+            .with_label_values(&[if ctx.fast { "fast" } else { "pingora" }])
+            .inc();
+        if code != 101 {
+            self.metrics
+                .request_duration
+                .with_label_values(&[backend])
+                .observe(ctx.start.elapsed().as_secs_f64());
+        }
+    }
+
     /// After the backend's response head: what the session's bookkeeping learns from it.
-    fn account_response(&self, cfg: &LbConfig, status: u16, ctx: &mut Ctx) -> Option<String> {
+    pub(crate) fn account_response(
+        &self,
+        cfg: &LbConfig,
+        status: u16,
+        ctx: &mut Ctx,
+    ) -> Option<String> {
         let b = ctx.chosen.clone()?;
         if ctx.bound.is_none() && ctx.eio.is_handshake() {
             match (ctx.eio.websocket, status) {
@@ -251,22 +439,7 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            start: Instant::now(),
-            eio: EioRequest::default(),
-            upgrade: false,
-            bound: None,
-            chosen: None,
-            tried: Vec::new(),
-            learn: None,
-            pending: None,
-            ws: None,
-            upgraded: None,
-            _slot: None,
-            body_seen: 0,
-            tls: false,
-            sid_owner: None,
-        }
+        Ctx::new(Instant::now())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -301,32 +474,11 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let cfg = self.config.load();
-        let backend = match &ctx.bound {
-            Some((b, _)) => b.clone(),
-            None => {
-                let ip = client_ip(session);
-                match self.pick_new(&cfg, session.req_header(), ip, &ctx.tried) {
-                    Some(b) => b,
-                    None => {
-                        self.metrics
-                            .rejected
-                            .with_label_values(&["no_backend"])
-                            .inc();
-                        return Error::e_explain(ErrorType::HTTPStatus(503), "no ready backend");
-                    }
-                }
-            }
-        };
-        ctx.tried.push(backend.id.clone());
-        ctx.chosen = Some(backend.clone());
-        if ctx.bound.is_none() && ctx.eio.on_path {
-            if ctx.upgrade {
-                ctx.ws = Some(WsGuard::new(backend.clone(), self.metrics.clone()));
-            } else {
-                ctx.pending = Some(PendingGuard::new(backend.clone()));
-            }
+        let ip = client_ip(session);
+        match self.choose_backend(&cfg, session.req_header(), ip, ctx) {
+            Some(backend) => Ok(peer(&backend, &cfg, ctx.upgrade)),
+            None => Error::e_explain(ErrorType::HTTPStatus(503), "no ready backend"),
         }
-        Ok(peer(&backend, &cfg, ctx.upgrade))
     }
 
     fn fail_to_connect(
@@ -336,20 +488,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(b) = ctx.chosen.take() {
-            self.metrics
-                .connect_errors
-                .with_label_values(&[&b.id])
-                .inc();
-            let cfg = self.config.load();
-            if b.connect_failed(cfg.health.passive.failures, cfg.health.passive.cooldown) {
-                tracing::warn!(backend = %b.id, cooldown = ?cfg.health.passive.cooldown, "backend taken out after connect failures");
-            }
-        }
-        ctx.ws = None;
-        ctx.pending = None;
-        // A sid-bound request must reach the node holding the session, or fail.
-        if ctx.bound.is_none() && ctx.tried.len() < self.registry.configured().len() {
+        if self.connect_failed(ctx) {
             e.set_retry(true);
         }
         e
@@ -365,14 +504,7 @@ impl ProxyHttp for Proxy {
         _digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(b) = &ctx.chosen {
-            b.connect_ok();
-            let reuse = if reused { "reused" } else { "new" };
-            self.metrics
-                .upstream_connections
-                .with_label_values(&[&b.id, reuse])
-                .inc();
-        }
+        self.connected(ctx, reused);
         Ok(())
     }
 
@@ -418,28 +550,7 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        let Some(learner) = ctx.learn.as_mut() else {
-            return Ok(None);
-        };
-        let Some(found) = learner.feed(body, end_of_stream) else {
-            return Ok(None);
-        };
-        ctx.learn = None;
-        ctx.pending = None;
-        if let (Some(open), Some(b)) = (found, ctx.chosen.clone()) {
-            let margin = self.config.load().engineio.idle_margin;
-            if self
-                .sids
-                .insert_owned(&open.sid, b, open.heartbeat + margin, ctx.sid_owner.take())
-                .is_err()
-            {
-                self.metrics
-                    .rejected
-                    .with_label_values(&["sid_table_full"])
-                    .inc();
-                tracing::warn!("sid table full; session will not be sticky");
-            }
-        }
+        self.learn_body(body, end_of_stream, ctx);
         Ok(None)
     }
 
@@ -465,26 +576,6 @@ impl ProxyHttp for Proxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let backend = ctx
-            .chosen
-            .as_ref()
-            .or(ctx.bound.as_ref().map(|(b, _)| b))
-            .map(|b| b.id.as_str())
-            .unwrap_or("none");
-        let code_s = if code == 0 {
-            "none".to_string()
-        } else {
-            code.to_string()
-        };
-        self.metrics
-            .requests
-            .with_label_values(&[backend, &code_s])
-            .inc();
-        if code != 101 {
-            self.metrics
-                .request_duration
-                .with_label_values(&[backend])
-                .observe(ctx.start.elapsed().as_secs_f64());
-        }
+        self.count_request(code, ctx);
     }
 }

@@ -7,6 +7,8 @@
 //   --plain       nothing but socket.io: what a user's server looks like behind the quick form
 //   --sid-tag T   session ids `T.<random>` through engine.io's generateId, as docs/operations.md
 //                 tells Node.js users to do, so any iogate-lb replica routes them
+//   --stream P    GET P... answers "a", "b", "c" in three writes without a length (HTTP/1.1
+//                 chunked, as any Node.js handler that streams), for a proxy's chunked relay
 import { createServer } from "node:http";
 import { randomBytes } from "node:crypto";
 import { Server } from "socket.io";
@@ -18,16 +20,28 @@ const option = (name) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const positional = args.filter((a, i) => !a.startsWith("--") && !(i > 0 && args[i - 1] === "--sid-tag"));
+const positional = args.filter(
+  (a, i) => !a.startsWith("--") && !(i > 0 && ["--sid-tag", "--stream"].includes(args[i - 1])),
+);
 const id = positional[0] ?? "node";
 const port = Number(positional[1] ?? 0);
 const plain = flag("--plain");
 const sidTag = option("--sid-tag");
+const stream = option("--stream");
 
 const http = createServer((req, res) => {
   if (!plain && (req.url === "/readyz" || req.url === "/healthz")) {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify({ ready: true, node: id }));
+    return;
+  }
+  if (stream && req.url.startsWith(stream)) {
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.write("a");
+    setTimeout(() => {
+      res.write("b");
+      setTimeout(() => res.end("c"), 20);
+    }, 20);
     return;
   }
   // socket.io answers its own path before this handler runs; anything else is not found.

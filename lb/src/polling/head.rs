@@ -1,0 +1,323 @@
+//! A client's request head, as the own polling path reads it: parsed once (httparse), checked
+//! against the one shape this path serves, and turned into what the rest needs — the
+//! [`RequestHeader`] that admission and routing read (the same type pingora's path gives them),
+//! and the head sent upstream, written from the client's bytes.
+//!
+//! The shape served: HTTP/1.1 `GET` or `POST` on the Engine.IO path, `transport` not
+//! `websocket`, a `Host`, at most one (repeated identical) `Content-Length` and none on a `GET`,
+//! and no `Transfer-Encoding`, `Expect` or `Upgrade`, a `Connection` naming only `keep-alive` or
+//! `close`. Anything else is [`Parsed::Other`]: the connection goes to pingora's HTTP path with
+//! every byte read so far (`mod.rs`), which answers it as before — including the requests it
+//! refuses (malformed heads get its `400`, chunked bodies its streaming limit).
+//!
+//! Upstream, hop-by-hop headers (`Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//! `Trailer`) are not forwarded (the connection to the backend is the LB's, kept alive by
+//! HTTP/1.1's default), and the forwarding headers are replaced exactly as
+//! [`crate::forwarded`] does on pingora's path.
+
+use std::net::IpAddr;
+
+use http::{HeaderName, HeaderValue};
+use pingora_http::RequestHeader;
+
+use crate::engineio::EioRequest;
+use crate::forwarded::ip_text;
+
+/// Most headers in a request head this path parses; more goes to pingora's path.
+pub const MAX_HEADERS: usize = 64;
+
+/// A request this path serves.
+#[derive(Debug)]
+pub struct Request {
+    /// Bytes of the head in the read buffer, through its blank line.
+    pub head_len: usize,
+    /// The body's length (`Content-Length`, 0 without one).
+    pub content_length: usize,
+    /// The client asked to close the connection after this request (`Connection: close`).
+    pub close: bool,
+    /// The head for admission and routing (no header-name case kept: nothing writes it).
+    pub req: RequestHeader,
+    /// The head to send upstream, through its blank line.
+    pub upstream_head: Vec<u8>,
+}
+
+/// What the bytes read so far hold.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Not a complete head yet.
+    Partial,
+    /// A head this path does not serve (or cannot parse): pingora's path takes the connection.
+    Other,
+    /// A request this path serves.
+    Request(Box<Request>),
+}
+
+/// A header this path refuses to serve (pingora's path takes the request).
+fn refused(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"transfer-encoding")
+        || name.eq_ignore_ascii_case(b"expect")
+        || name.eq_ignore_ascii_case(b"upgrade")
+}
+
+/// A header not forwarded: hop-by-hop, or one the LB writes itself.
+fn dropped(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"x-forwarded-for",
+        b"x-real-ip",
+        b"x-forwarded-proto",
+    ]
+    .iter()
+    .any(|d| name.eq_ignore_ascii_case(d))
+}
+
+/// A `Connection` value: `Some(close)` when it names only `keep-alive` and `close`.
+fn connection_close(value: &[u8]) -> Option<bool> {
+    let mut close = false;
+    for token in value.split(|b| *b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if !(token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive")) {
+            return None;
+        }
+    }
+    Some(close)
+}
+
+/// A `Content-Length` value (digits only, as RFC 9110 has it).
+fn content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Parse `buf` as the start of a request; `eio_path` is the Engine.IO path prefix, `client` and
+/// `tls` feed the forwarding headers.
+pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Parsed::Other;
+    };
+    let get = match method {
+        "GET" => true,
+        "POST" => false,
+        _ => return Parsed::Other,
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let eio = EioRequest::classify(path, query, eio_path);
+    if !eio.on_path || eio.websocket || !path.starts_with('/') {
+        return Parsed::Other;
+    }
+
+    let mut len: Option<usize> = None;
+    let mut close = false;
+    let mut host = false;
+    let mut xff: Option<&[u8]> = None;
+    let mut forwarded_len = 0;
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        if refused(name) {
+            return Parsed::Other;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(n) = content_length(h.value) else {
+                return Parsed::Other;
+            };
+            if len.is_some_and(|l| l != n) {
+                return Parsed::Other;
+            }
+            len = Some(n);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            let Some(c) = connection_close(h.value) else {
+                return Parsed::Other;
+            };
+            close |= c;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            host = true;
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") && xff.is_none() {
+            xff = Some(h.value);
+        }
+        if !dropped(name) {
+            forwarded_len += name.len() + h.value.len() + 4;
+        }
+    }
+    let content_length = len.unwrap_or(0);
+    if !host || (get && content_length > 0) {
+        return Parsed::Other;
+    }
+
+    // Admission and routing read the same type as on pingora's path.
+    let Ok(mut req) = RequestHeader::build_no_case(method, target.as_bytes(), Some(MAX_HEADERS))
+    else {
+        return Parsed::Other;
+    };
+    for h in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Parsed::Other;
+        };
+        if req.append_header(name, value).is_err() {
+            return Parsed::Other;
+        }
+    }
+
+    // The head sent upstream: the client's request line and headers, as written, less the
+    // dropped ones, plus the forwarding headers.
+    let mut up = Vec::with_capacity(head_len.min(forwarded_len + target.len() + 128) + 96);
+    up.extend_from_slice(method.as_bytes());
+    up.push(b' ');
+    up.extend_from_slice(target.as_bytes());
+    up.extend_from_slice(b" HTTP/1.1\r\n");
+    super::copy_headers(&mut up, parsed.headers, dropped);
+    if let Some(ip) = client {
+        let mut text = [0u8; 15];
+        let ip = ip_text(ip, &mut text);
+        up.extend_from_slice(b"X-Forwarded-For: ");
+        // A value that is not visible ASCII is replaced, as `forwarded::apply` does.
+        if let Some(prev) = xff.filter(|v| {
+            !v.is_empty() && HeaderValue::from_bytes(v).is_ok_and(|h| h.to_str().is_ok())
+        }) {
+            up.extend_from_slice(prev);
+            up.extend_from_slice(b", ");
+        }
+        up.extend_from_slice(&ip);
+        up.extend_from_slice(b"\r\nX-Real-IP: ");
+        up.extend_from_slice(&ip);
+        up.extend_from_slice(b"\r\n");
+    }
+    up.extend_from_slice(if tls {
+        b"X-Forwarded-Proto: https\r\n\r\n"
+    } else {
+        b"X-Forwarded-Proto: http\r\n\r\n"
+    });
+    Parsed::Request(Box::new(Request {
+        head_len,
+        content_length,
+        close,
+        req,
+        upstream_head: up,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(raw: &str) -> Request {
+        match parse(
+            raw.as_bytes(),
+            "/socket.io",
+            Some([10, 0, 0, 7].into()),
+            false,
+        ) {
+            Parsed::Request(r) => *r,
+            other => panic!("not served here: {other:?} for {raw:?}"),
+        }
+    }
+
+    fn other(raw: &str) -> bool {
+        matches!(
+            parse(raw.as_bytes(), "/socket.io", None, false),
+            Parsed::Other
+        )
+    }
+
+    #[test]
+    fn a_polling_post_is_forwarded_without_hop_by_hop_headers() {
+        let raw = "POST /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\nHost: x\r\n\
+                   Connection: keep-alive\r\nContent-Length: 5\r\nX-Real-IP: 1.2.3.4\r\n\
+                   X-Forwarded-For: 9.9.9.9\r\nCookie: a=b\r\nKeep-Alive: 5\r\n\r\n4hello";
+        let r = request(raw);
+        assert_eq!(r.head_len, raw.len() - 6);
+        assert_eq!(r.content_length, 5);
+        assert!(!r.close);
+        assert_eq!(r.req.uri.query(), Some("EIO=4&transport=polling&sid=abc"));
+        assert_eq!(
+            r.req.headers.get("cookie").map(|v| v.as_bytes()),
+            Some(&b"a=b"[..])
+        );
+        assert_eq!(
+            String::from_utf8(r.upstream_head).unwrap(),
+            "POST /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\nHost: x\r\n\
+             Content-Length: 5\r\nCookie: a=b\r\nX-Forwarded-For: 9.9.9.9, 10.0.0.7\r\n\
+             X-Real-IP: 10.0.0.7\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(matches!(
+            parse(
+                b"GET /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\n",
+                "/socket.io",
+                None,
+                false
+            ),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn connection_close_is_noted() {
+        let r = request(
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, close\r\n\r\n",
+        );
+        assert!(r.close);
+        assert_eq!(r.content_length, 0);
+    }
+
+    #[test]
+    fn everything_else_goes_to_pingora() {
+        for raw in [
+            // not the Engine.IO path, or a WebSocket
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /socket.iox/?EIO=4 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\r\n",
+            // HTTP/1.0, other methods, no Host
+            "GET /socket.io/?EIO=4 HTTP/1.0\r\nHost: x\r\n\r\n",
+            "PUT /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /socket.io/?EIO=4 HTTP/1.1\r\n\r\n",
+            // framing this path does not do
+            "POST /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "POST /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n",
+            "GET /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+            "POST /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            "GET /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            "GET /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\r\n",
+            // malformed
+            "GET /socket.io/?EIO=4 HTTP/1.1\r\nHost x\r\n\r\n",
+            "GET\x01 / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(other(raw), "served here: {raw:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_identical_lengths_and_odd_forwarded_values() {
+        let r = request(
+            "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\
+             Content-Length: 3\r\nX-Forwarded-For: \r\n\r\n",
+        );
+        assert_eq!(r.content_length, 3);
+        let up = String::from_utf8(r.upstream_head).unwrap();
+        assert!(up.contains("X-Forwarded-For: 10.0.0.7\r\n"), "{up}");
+    }
+}

@@ -1,0 +1,620 @@
+//! The long-polling fast path: Engine.IO polling requests served by iogate-lb's own HTTP/1.1
+//! code instead of pingora's, because pingora's per-request machinery cost 4× nginx's CPU per
+//! polling request (docs/benchmarks.md, "Instructions per echo" and the flame graphs): two
+//! header maps per message, a task pipeline and channels between its halves, an upstream
+//! connector and pool built for every kind of proxy. A polling request is small and its shape
+//! is fixed; this path reads it, decides with the very same code pingora's path calls
+//! ([`crate::proxy::Proxy`]'s admission, routing, accounting, sid learning and metrics), and
+//! relays it with one write each way.
+//!
+//! [`FrontDoor`] is the listening service's application. For each accepted connection:
+//!
+//! - TLS listeners, HTTP/2, `engineio.polling_fast_path: false` and `upstream_tls` go to
+//!   pingora's path at once (pingora's `HttpProxy`, unchanged).
+//! - Otherwise the connection is read here. Each request head is parsed ([`head`]); one this
+//!   path serves (HTTP/1.1 `GET`/`POST` polling on the Engine.IO path with a plain body, see
+//!   [`head`]) is answered here, and the connection loops for the next one (keep-alive,
+//!   pipelining in order). The first head that is anything else — a WebSocket upgrade, a page
+//!   outside the Engine.IO path, a chunked body, a malformed head — hands the connection, with
+//!   every byte read so far, to pingora's path for the rest of its life.
+//! - Upstream, a request goes on a keep-alive connection from [`pool`] (or a new one within
+//!   `timeouts.connect`); a connect failure is passive health and, for a new session, a retry
+//!   on another backend, exactly as on pingora's path; a reused connection that fails before
+//!   any response byte is retried once on a new connection, as pingora does. The response head
+//!   is parsed ([`response`]), hop-by-hop headers dropped, the stickiness cookie and
+//!   `Connection: close` added where due; a polling handshake's body is held until its open
+//!   packet is read and the sid recorded (the same [`crate::engineio::OpenLearner`]).
+//! - Timeouts are the configured ones: a head must be complete within `timeouts.client_header`
+//!   (from accept, or from its first byte on a kept-alive connection), a kept-alive connection
+//!   idles at most `timeouts.client_keepalive`, each read of the body or of the backend's
+//!   answer waits at most `timeouts.polling_request` (a late answer is a 502, as pingora's).
+//! - Shutdown: a connection idle between requests when shutdown starts waits
+//!   `shutdown.idle_wait` for its next request (counted in the same parked-connection count as
+//!   pingora's path), and every answer from then on, or while the process is being replaced,
+//!   carries `Connection: close`.
+//!
+//! Answers of its own (refusals, `502`, `503`) read as pingora's path writes them.
+
+pub mod head;
+pub mod pool;
+pub mod response;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, Bytes, BytesMut};
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backends::Backend;
+use crate::config::LbConfig;
+use crate::proxy::{Ctx, Proxy, count_reject};
+use head::Parsed;
+use pool::Pool;
+use response::{Chunked, Framing, ParsedResponse};
+
+/// Longest request head read here; a longer one goes to pingora's path (which answers `431`
+/// over `limits.max_header_bytes`, `400` over its own 1 MiB).
+const MAX_HEAD: usize = 16 * 1024;
+
+/// A response body is written to the client in pieces of at most this much (a handshake's is
+/// held whole until its open packet is read, up to the learner's 64 KiB).
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// The listening service's application: this path in front of pingora's.
+pub struct FrontDoor {
+    proxy: Arc<HttpProxy<Proxy>>,
+    app: Proxy,
+    pool: Arc<Pool>,
+    parked_idle: Arc<AtomicUsize>,
+    idle_wait: Duration,
+}
+
+impl FrontDoor {
+    /// In front of `proxy` (pingora's path, configured), deciding with `app`; `idle_wait` is
+    /// `shutdown.idle_wait` (the same as `proxy`'s).
+    pub fn new(proxy: HttpProxy<Proxy>, app: Proxy, idle_wait: Duration) -> FrontDoor {
+        let parked_idle = proxy.parked_idle_connections();
+        FrontDoor {
+            proxy: Arc::new(proxy),
+            app,
+            pool: Arc::new(Pool::default()),
+            parked_idle,
+            idle_wait,
+        }
+    }
+
+    /// The connections idle between requests after shutdown started, on both paths.
+    pub fn parked_idle_connections(&self) -> Arc<AtomicUsize> {
+        self.parked_idle.clone()
+    }
+
+    /// pingora's path for the rest of the connection, starting with the bytes in `read`.
+    async fn to_pingora(&self, stream: Stream, read: BytesMut, shutdown: &ShutdownWatch) {
+        let options = self.proxy.server_options();
+        let header_timeout = options.and_then(|o| o.h1_header_timeout);
+        let mut session = ServerSession::new_http1(stream);
+        session.set_header_timeout(header_timeout);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        session.set_keepalive_reuses_remaining(options.and_then(|o| o.keepalive_request_limit));
+        if !read.is_empty() {
+            session.set_pipelined_prefix(read);
+        }
+        // What pingora's own `ServerApp` does with an HTTP/1 connection.
+        let mut result = self.proxy.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(|r| r.consume()) {
+            let mut session = ServerSession::new_http1(stream);
+            session.set_header_timeout(header_timeout);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            result = self.proxy.process_new_http(session, shutdown).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for FrontDoor {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let cfg = self.app.config.load_full();
+        if !cfg.engineio.polling_fast_path
+            || cfg.upstream_tls.enabled
+            || stream.get_ssl_digest().is_some()
+            || stream.selected_alpn_proto().is_some()
+        {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            client,
+            linger: false,
+        };
+        let mut first = true;
+        loop {
+            let cfg = self.app.config.load_full();
+            let next = self.read_head(&mut conn, &cfg, first, shutdown).await;
+            first = false;
+            match next {
+                Next::Closed => break,
+                Next::Pingora => {
+                    self.to_pingora(conn.stream, conn.buf, shutdown).await;
+                    return None;
+                }
+                Next::Request(req) => {
+                    let keep = self.serve(&mut conn, &cfg, *req, shutdown).await;
+                    if !keep {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = conn.stream.shutdown().await;
+        if conn.linger {
+            // The client may still be sending a body we refused: read it away for a while, so
+            // closing does not reset the connection before the client has read our answer
+            // (nginx's lingering close).
+            let mut sink = [0u8; 4096];
+            let until = tokio::time::Instant::now() + LINGER;
+            while let Ok(Ok(n)) = tokio::time::timeout_at(until, conn.stream.read(&mut sink)).await
+            {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+/// A client connection on this path.
+struct Conn {
+    stream: Stream,
+    /// Read but not yet consumed (the next request's first bytes when pipelined).
+    buf: BytesMut,
+    client: Option<IpAddr>,
+    /// Close lingering: a refused request's body may still be arriving.
+    linger: bool,
+}
+
+/// How long a connection closed with a refused body still arriving is read before it is
+/// dropped.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What comes next on a connection.
+enum Next {
+    /// A request this path serves.
+    Request(Box<head::Request>),
+    /// Anything else: pingora's path takes the connection.
+    Pingora,
+    /// The client closed it, a timeout ran out, or shutdown ended the wait.
+    Closed,
+}
+
+/// Counts a connection as parked (idle after shutdown started) while it lives.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(n: &'a AtomicUsize) -> Parked<'a> {
+        n.fetch_add(1, Ordering::AcqRel);
+        Parked(n)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How an upstream exchange ended.
+enum Exchange {
+    /// Answered; whether the client connection may carry another request.
+    Done { status: u16, keep: bool },
+    /// Failed before anything reached the client: answer this status. `retry`: the failure
+    /// came before any response byte on a reused connection.
+    Failed { status: u16, retry: bool },
+    /// Failed after the response head reached the client: only closing is left.
+    Broken { status: u16 },
+}
+
+impl FrontDoor {
+    /// Wait for the next request head.
+    async fn read_head(
+        &self,
+        conn: &mut Conn,
+        cfg: &LbConfig,
+        first: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Next {
+        // A new connection's head within client_header of accept; a kept-alive one may idle
+        // client_keepalive first, then has client_header from its first byte.
+        let mut deadline = tokio::time::Instant::now()
+            + if first || !conn.buf.is_empty() {
+                cfg.timeouts.client_header
+            } else {
+                cfg.timeouts.client_keepalive
+            };
+        let mut started = first || !conn.buf.is_empty();
+        let mut shutdown = shutdown.clone();
+        let mut parked: Option<Parked<'_>> = None;
+        loop {
+            if !conn.buf.is_empty() {
+                match head::parse(&conn.buf, &cfg.engineio.path, conn.client, false) {
+                    Parsed::Request(r) => return Next::Request(r),
+                    Parsed::Other => return Next::Pingora,
+                    Parsed::Partial if conn.buf.len() > MAX_HEAD => return Next::Pingora,
+                    Parsed::Partial => {}
+                }
+                if !started {
+                    started = true;
+                    deadline = tokio::time::Instant::now() + cfg.timeouts.client_header;
+                }
+            }
+            let idle = conn.buf.is_empty() && parked.is_none();
+            let read = tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut conn.buf));
+            let n = if idle {
+                tokio::select! {
+                    biased;
+                    r = read => r,
+                    _ = shutdown.wait_for(|s| *s) => {
+                        // Shutdown while idle between requests: wait idle_wait for one more.
+                        if self.idle_wait.is_zero() {
+                            return Next::Closed;
+                        }
+                        parked = Some(Parked::new(&self.parked_idle));
+                        deadline = deadline.min(tokio::time::Instant::now() + self.idle_wait);
+                        continue;
+                    }
+                }
+            } else {
+                read.await
+            };
+            match n {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Next::Closed,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Serve one request; returns whether the connection carries another.
+    async fn serve(
+        &self,
+        conn: &mut Conn,
+        cfg: &LbConfig,
+        req: head::Request,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
+        let mut ctx = Ctx::fast(Instant::now());
+        self.pool.configure(&cfg.upstream_keepalive);
+        if let Err(r) = self
+            .app
+            .admit_request(cfg, &req.req, conn.client, &mut ctx)
+            .await
+        {
+            count_reject(&self.app, &r);
+            // A refused request's body is not read: the connection closes after the answer
+            // unless there is none.
+            let close = r.close
+                || req.close
+                || req.content_length > 0
+                || self.app.closing()
+                || *shutdown.borrow();
+            let answer = response::reject_answer(&r, close);
+            let ok = write_all(&mut conn.stream, &answer).await;
+            conn.linger = req.content_length > 0;
+            self.app.count_request(r.status, &ctx);
+            if close || !ok {
+                return false;
+            }
+            conn.buf.advance(req.head_len);
+            return true;
+        }
+
+        // The body (Content-Length), then the request is complete.
+        let total = req.head_len + req.content_length;
+        while conn.buf.len() < total {
+            conn.buf.reserve(total - conn.buf.len());
+            match tokio::time::timeout(
+                cfg.timeouts.polling_request,
+                conn.stream.read_buf(&mut conn.buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    self.app.count_request(0, &ctx);
+                    return false;
+                }
+            }
+        }
+        let whole = conn.buf.split_to(total).freeze();
+        let body = whole.slice(req.head_len..);
+        let mut out = Vec::with_capacity(req.upstream_head.len() + body.len());
+        out.extend_from_slice(&req.upstream_head);
+        out.extend_from_slice(&body);
+        drop(whole);
+
+        let client_close = req.close;
+        loop {
+            let Some(backend) = self
+                .app
+                .choose_backend(cfg, &req.req, conn.client, &mut ctx)
+            else {
+                return self.fail(conn, 503, &ctx).await;
+            };
+            let mut fresh = false;
+            loop {
+                let (up, reused) = match self.upstream(&backend, cfg, fresh).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(backend = %backend.id, error = %e, "connect failed");
+                        break;
+                    }
+                };
+                self.app.connected(&ctx, reused);
+                let keep_client = !client_close && !self.app.closing() && !*shutdown.borrow();
+                match self
+                    .exchange(conn, up, &backend, &out, cfg, keep_client, reused, &mut ctx)
+                    .await
+                {
+                    Exchange::Done { status, keep } => {
+                        self.app.count_request(status, &ctx);
+                        return keep;
+                    }
+                    Exchange::Failed { retry: true, .. } if !fresh => {
+                        // The backend closed the kept-alive connection as the request went out.
+                        fresh = true;
+                    }
+                    Exchange::Failed { status, .. } => return self.fail(conn, status, &ctx).await,
+                    Exchange::Broken { status } => {
+                        self.app.count_request(status, &ctx);
+                        return false;
+                    }
+                }
+            }
+            // Connect failed: passive health; a new session tries another backend.
+            if !self.app.connect_failed(&mut ctx) {
+                return self.fail(conn, 502, &ctx).await;
+            }
+        }
+    }
+
+    /// Answer an LB-made error and close.
+    async fn fail(&self, conn: &mut Conn, status: u16, ctx: &Ctx) -> bool {
+        let _ = write_all(&mut conn.stream, &response::error_answer(status)).await;
+        self.app.count_request(status, ctx);
+        false
+    }
+
+    /// A connection to `backend`: a kept-alive one unless `fresh`, else a new one.
+    async fn upstream(
+        &self,
+        backend: &Backend,
+        cfg: &LbConfig,
+        fresh: bool,
+    ) -> std::io::Result<(TcpStream, bool)> {
+        if !fresh && let Some(c) = self.pool.take(backend.addr, Instant::now()) {
+            return Ok((c, true));
+        }
+        let c = tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(backend.addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        c.set_nodelay(true)?;
+        Ok((c, false))
+    }
+
+    /// Send the request on `up` and relay the answer to the client.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        conn: &mut Conn,
+        mut up: TcpStream,
+        backend: &Backend,
+        request: &[u8],
+        cfg: &LbConfig,
+        keep_client: bool,
+        reused: bool,
+        ctx: &mut Ctx,
+    ) -> Exchange {
+        let wait = cfg.timeouts.polling_request;
+        let failed = |status: u16, got_any: bool| Exchange::Failed {
+            status,
+            retry: reused && !got_any,
+        };
+        match tokio::time::timeout(wait, up.write_all(request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return failed(502, false),
+            Err(_) => {
+                return Exchange::Failed {
+                    status: 502,
+                    retry: false,
+                };
+            }
+        }
+        // The response head.
+        let mut rbuf = BytesMut::with_capacity(4096);
+        let resp = loop {
+            match response::parse(&rbuf) {
+                Ok(ParsedResponse::Head(r)) => break r,
+                Ok(ParsedResponse::Interim(n)) => {
+                    rbuf.advance(n);
+                    continue;
+                }
+                Ok(ParsedResponse::Partial) => {}
+                Err(e) => {
+                    tracing::warn!(backend = %backend.id, error = %e, "bad response from backend");
+                    return failed(502, true);
+                }
+            }
+            if rbuf.len() > MAX_HEAD {
+                tracing::warn!(backend = %backend.id, "response head too large");
+                return failed(502, true);
+            }
+            let got_any = !rbuf.is_empty();
+            match tokio::time::timeout(wait, up.read_buf(&mut rbuf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) | Ok(Err(_)) => return failed(502, got_any),
+                Err(_) => {
+                    return Exchange::Failed {
+                        status: 502,
+                        retry: false,
+                    };
+                }
+            }
+        };
+        rbuf.advance(resp.head_len);
+
+        let cookie = self.app.account_response(cfg, resp.status, ctx);
+        let keep = keep_client && resp.framing != Framing::Close;
+        let mut out = resp.client_head;
+        if let Some(c) = cookie {
+            out.extend_from_slice(b"Set-Cookie: ");
+            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(if keep {
+            &b"Connection: keep-alive\r\n\r\n"[..]
+        } else {
+            b"Connection: close\r\n\r\n"
+        });
+
+        // The body, as framed; `rbuf` holds what came with the head.
+        let mut left = match resp.framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        let mut chunked = (resp.framing == Framing::Chunked).then(Chunked::default);
+        let mut head_sent = false;
+        let mut extra = false;
+        let mut ended = left == 0;
+        let mut eof = false;
+        loop {
+            if !rbuf.is_empty() && !ended {
+                let piece = rbuf.split();
+                let take = match (&mut chunked, resp.framing) {
+                    (Some(c), _) => {
+                        let mut data = ctx.learning().then(Vec::new);
+                        let end = match c.feed(&piece, data.as_mut()) {
+                            Ok(end) => end,
+                            Err(e) => {
+                                tracing::warn!(backend = %backend.id, error = %e, "bad chunked body from backend");
+                                return self.abandon(head_sent, resp.status);
+                            }
+                        };
+                        if let Some(d) = data {
+                            self.app
+                                .learn_body(&mut Some(Bytes::from(d)), end.is_some(), ctx);
+                        }
+                        ended = end.is_some();
+                        end.unwrap_or(piece.len())
+                    }
+                    (None, Framing::Length(_)) => {
+                        let take = usize::try_from(left).unwrap_or(usize::MAX).min(piece.len());
+                        left -= take as u64;
+                        ended = left == 0;
+                        take
+                    }
+                    (None, _) => piece.len(),
+                };
+                extra |= take < piece.len();
+                let body = &piece[..take];
+                if chunked.is_none() && ctx.learning() {
+                    self.app
+                        .learn_body(&mut Some(Bytes::copy_from_slice(body)), ended, ctx);
+                }
+                out.extend_from_slice(body);
+            }
+            if eof && !ended {
+                if resp.framing == Framing::Close {
+                    ended = true;
+                    if ctx.learning() {
+                        self.app.learn_body(&mut None, true, ctx);
+                    }
+                } else {
+                    tracing::warn!(backend = %backend.id, "backend closed the connection inside a response body");
+                    return self.abandon(head_sent, resp.status);
+                }
+            }
+            // The client gets nothing of a handshake until its sid is recorded.
+            if (ended || out.len() >= WRITE_CHUNK) && !ctx.learning() {
+                if !write_all(&mut conn.stream, &out).await {
+                    return Exchange::Broken {
+                        status: resp.status,
+                    };
+                }
+                head_sent = true;
+                out.clear();
+            }
+            if ended {
+                break;
+            }
+            match tokio::time::timeout(wait, up.read_buf(&mut rbuf)).await {
+                Ok(Ok(0)) => eof = true,
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(backend = %backend.id, "backend response body failed or timed out");
+                    return self.abandon(head_sent, resp.status);
+                }
+            }
+        }
+        if resp.reusable && !extra && !eof {
+            self.pool.put(backend.addr, up, Instant::now());
+        }
+        Exchange::Done {
+            status: resp.status,
+            keep,
+        }
+    }
+
+    /// A response that broke off: a 502 if the client has seen nothing of it yet.
+    fn abandon(&self, head_sent: bool, status: u16) -> Exchange {
+        if head_sent {
+            Exchange::Broken { status }
+        } else {
+            Exchange::Failed {
+                status: 502,
+                retry: false,
+            }
+        }
+    }
+}
+
+/// Append `headers` as written (`Name: value` lines), less those `skip` names.
+fn copy_headers(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], skip: fn(&[u8]) -> bool) {
+    for h in headers {
+        if skip(h.name.as_bytes()) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Write `bytes` to the client and flush; `false` when the client is gone.
+async fn write_all(stream: &mut Stream, bytes: &[u8]) -> bool {
+    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
+}

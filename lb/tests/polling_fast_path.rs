@@ -1,0 +1,309 @@
+//! The long-polling fast path (`lb/src/polling/`): what it answers is what pingora's path
+//! answers. The oracle is the same LB with `engineio.polling_fast_path: false`, in front of the
+//! same Node.js socket.io server: one keep-alive connection runs the same exchange through
+//! each (handshake, message, poll, unknown sid, oversized body) and the two transcripts must be
+//! equal once session ids are masked. Also: pipelined requests answered in order, the hand-over
+//! of a connection to pingora's path at its first request outside the fast path's shape (with
+//! the bytes already read), and a chunked answer relayed with its framing and the upstream
+//! connection reused after it. Which path served is read from
+//! `iogate_lb_http_path_requests_total{path}`, so every check here can fail.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use iogate_testkit::{Lb, Node, free_port};
+
+/// Read one response: its head (status line and headers, lower-cased names) and its body
+/// (Content-Length or chunked, decoded).
+fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut chunk = [0u8; 8192];
+    let mut fill = |pending: &mut Vec<u8>| {
+        let n = s.read(&mut chunk).expect("read from the LB");
+        assert!(n > 0, "the LB closed the connection mid-response");
+        pending.extend_from_slice(&chunk[..n]);
+    };
+    let end = loop {
+        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        fill(pending);
+    };
+    let head = String::from_utf8_lossy(&pending[..end]).to_string();
+    pending.drain(..end + 4);
+    let lower = head.to_ascii_lowercase();
+    let header = |name: &str| {
+        lower
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+    };
+    let mut body = Vec::new();
+    if header("transfer-encoding").as_deref() == Some("chunked") {
+        loop {
+            let line_end = loop {
+                if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                fill(pending);
+            };
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&pending[..line_end])
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
+                16,
+            )
+            .expect("chunk size");
+            pending.drain(..line_end + 2);
+            while pending.len() < size + 2 {
+                fill(pending);
+            }
+            body.extend_from_slice(&pending[..size]);
+            pending.drain(..size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        let len: usize = header("content-length")
+            .expect("a Content-Length or chunked")
+            .parse()
+            .expect("length");
+        while pending.len() < len {
+            fill(pending);
+        }
+        body = pending.drain(..len).collect();
+    }
+    (head, body)
+}
+
+/// Every `"sid":"…"` value masked (Engine.IO's and Socket.IO's).
+fn mask_sids(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("\"sid\":\"") {
+        let (before, after) = rest.split_at(i + 7);
+        out.push_str(before);
+        out.push_str("<sid>");
+        rest = after.find('"').map_or("", |j| &after[j..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A response with session ids masked, header names lower-cased and sorted, and left out:
+/// `Date` (differs by nature) and the backend's `Keep-Alive` (hop-by-hop, about the LB's
+/// connection to the node: pingora's path passes it on, the fast path drops it, as nginx does).
+fn canon(head: &str, body: &[u8], sid: &str) -> String {
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("").to_string();
+    let mut headers: Vec<String> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap_or((l, ""));
+            format!("{}: {}", k.trim().to_ascii_lowercase(), v.trim())
+        })
+        .filter(|l| !l.starts_with("date:") && !l.starts_with("keep-alive:"))
+        .collect();
+    headers.sort();
+    let body = mask_sids(&String::from_utf8_lossy(body)).replace(sid, "<sid>");
+    let headers = headers.join("\n").replace(sid, "<sid>");
+    format!("{status}\n{headers}\n\n{body}")
+}
+
+/// The sid of an open packet.
+fn sid_of(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let v: serde_json::Value =
+        serde_json::from_str(text.strip_prefix('0').expect("an open packet")).expect("json");
+    v["sid"].as_str().expect("sid").to_string()
+}
+
+fn lb_for(node: &Node, fast: bool, extra: &str) -> Lb {
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin}\n\
+         health:\n  active:\n    enabled: false\n\
+         engineio:\n  polling_fast_path: {fast}\n{extra}\
+         limits:\n  max_body_bytes: 2000\nexposure:\n  blocked_paths: []\n\
+         upstreams:\n  - id: n1\n    address: 127.0.0.1:{}\n",
+        node.port
+    );
+    Lb::start(port, admin, &yaml, true)
+}
+
+fn served(lb: &Lb, path: &str) -> f64 {
+    lb.metric(&format!(
+        "iogate_lb_http_path_requests_total{{path=\"{path}\"}}"
+    ))
+}
+
+/// The scripted exchange on one keep-alive connection; the canonical transcript.
+fn transcript(lb: &Lb) -> Vec<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect to the LB");
+    let mut pending = Vec::new();
+    let mut out = Vec::new();
+    let eio = "/socket.io/?EIO=4&transport=polling";
+    let ask = |s: &mut TcpStream, req: String| s.write_all(req.as_bytes()).expect("send");
+
+    ask(
+        &mut s,
+        format!("GET {eio} HTTP/1.1\r\nHost: lb\r\nAccept: */*\r\n\r\n"),
+    );
+    let (head, body) = read_response(&mut s, &mut pending);
+    let sid = sid_of(&body);
+    out.push(canon(&head, &body, &sid));
+
+    ask(
+        &mut s,
+        format!(
+            "POST {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\nContent-Type: text/plain;charset=UTF-8\r\n\
+             Content-Length: 2\r\n\r\n40"
+        ),
+    );
+    let (head, body) = read_response(&mut s, &mut pending);
+    out.push(canon(&head, &body, &sid));
+
+    ask(
+        &mut s,
+        format!("GET {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\n\r\n"),
+    );
+    let (head, body) = read_response(&mut s, &mut pending);
+    out.push(canon(&head, &body, &sid));
+
+    ask(
+        &mut s,
+        format!("GET {eio}&sid=nobody HTTP/1.1\r\nHost: lb\r\n\r\n"),
+    );
+    let (head, body) = read_response(&mut s, &mut pending);
+    out.push(canon(&head, &body, &sid));
+
+    ask(
+        &mut s,
+        format!("POST {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\nContent-Length: 5000\r\n\r\n"),
+    );
+    let (head, body) = read_response(&mut s, &mut pending);
+    out.push(canon(&head, &body, &sid));
+    out
+}
+
+#[test]
+fn the_fast_path_answers_what_pingoras_path_answers() {
+    let _serial = iogate_testkit::heavy();
+    let node = Node::start_js("fp1");
+    let fast = lb_for(&node, true, "");
+    let pingora = lb_for(&node, false, "");
+    let a = transcript(&fast);
+    let b = transcript(&pingora);
+    for (x, y) in a.iter().zip(&b) {
+        eprintln!("--- fast path\n{x}\n--- pingora's path\n{y}\n");
+    }
+    assert_eq!(a.len(), 5);
+    assert!(a[0].starts_with("HTTP/1.1 200") && a[0].contains("0{\"sid\":\"<sid>\""));
+    assert!(
+        a[2].contains("40{\"sid\":"),
+        "the CONNECT answer polled: {}",
+        a[2]
+    );
+    assert!(a[3].starts_with("HTTP/1.1 400") && a[3].contains("Session ID unknown"));
+    assert!(a[4].starts_with("HTTP/1.1 413"), "{}", a[4]);
+    assert_eq!(a, b, "the fast path and pingora's path answer alike");
+    assert_eq!(served(&fast, "fast"), 5.0);
+    assert_eq!(served(&fast, "pingora"), 0.0);
+    assert_eq!(served(&pingora, "pingora"), 5.0);
+    assert_eq!(served(&pingora, "fast"), 0.0);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_other_requests_go_to_pingora() {
+    let _serial = iogate_testkit::heavy();
+    let node = Node::start_js("fp2");
+    let lb = lb_for(&node, true, "");
+    let mut s = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
+    let mut pending = Vec::new();
+    let eio = "/socket.io/?EIO=4&transport=polling";
+    // Two handshakes and a request outside the Engine.IO path, in one write.
+    s.write_all(
+        format!(
+            "GET {eio} HTTP/1.1\r\nHost: lb\r\n\r\nGET {eio} HTTP/1.1\r\nHost: lb\r\n\r\n\
+             GET /readyz HTTP/1.1\r\nHost: lb\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("send");
+    let (h1, b1) = read_response(&mut s, &mut pending);
+    let (h2, b2) = read_response(&mut s, &mut pending);
+    let (h3, b3) = read_response(&mut s, &mut pending);
+    assert!(h1.starts_with("HTTP/1.1 200") && h2.starts_with("HTTP/1.1 200"));
+    assert_ne!(sid_of(&b1), sid_of(&b2), "two sessions, answered in order");
+    assert!(h3.starts_with("HTTP/1.1 200"), "{h3}");
+    assert!(
+        String::from_utf8_lossy(&b3).contains("\"node\":\"fp2\""),
+        "the node's /readyz through pingora's path: {}",
+        String::from_utf8_lossy(&b3)
+    );
+    assert_eq!(served(&lb, "fast"), 2.0);
+    assert_eq!(served(&lb, "pingora"), 1.0);
+    // The connection stays with pingora's path from then on.
+    s.write_all(format!("GET {eio} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes())
+        .expect("send");
+    let (h4, b4) = read_response(&mut s, &mut pending);
+    assert!(h4.starts_with("HTTP/1.1 200"));
+    sid_of(&b4);
+    assert_eq!(served(&lb, "fast"), 2.0);
+    assert_eq!(served(&lb, "pingora"), 2.0);
+    // The session learned on the fast path is routed, on a new connection: CONNECT, then poll.
+    let sid = sid_of(&b1);
+    let mut t = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
+    let mut pending = Vec::new();
+    t.write_all(
+        format!(
+            "POST {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\nContent-Length: 2\r\n\r\n40\
+             GET {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("send");
+    let (h5, b5) = read_response(&mut t, &mut pending);
+    assert!(h5.starts_with("HTTP/1.1 200") && b5 == b"ok", "{h5}");
+    let (h6, b6) = read_response(&mut t, &mut pending);
+    assert!(h6.starts_with("HTTP/1.1 200"), "{h6}");
+    assert!(
+        String::from_utf8_lossy(&b6).starts_with("40{\"sid\""),
+        "the CONNECT answer: {}",
+        String::from_utf8_lossy(&b6)
+    );
+    assert_eq!(served(&lb, "fast"), 4.0);
+}
+
+#[test]
+fn a_chunked_answer_is_relayed_with_its_framing_and_the_connection_reused() {
+    let _serial = iogate_testkit::heavy();
+    let node = Node::start_js_with("fp3", &["--stream", "/stream"]);
+    let lb = lb_for(&node, true, "  path: /stream\n");
+    let mut s = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        s.write_all(format!("GET /stream/x?n={i} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes())
+            .expect("send");
+        let (head, body) = read_response(&mut s, &mut pending);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{head}"
+        );
+        assert_eq!(body, b"abc");
+    }
+    assert_eq!(served(&lb, "fast"), 3.0);
+    let reused = lb.metric("iogate_lb_upstream_connections_total{backend=\"n1\",reuse=\"reused\"}");
+    let new = lb.metric("iogate_lb_upstream_connections_total{backend=\"n1\",reuse=\"new\"}");
+    assert_eq!(
+        (new, reused),
+        (1.0, 2.0),
+        "the end of a chunked body was found"
+    );
+}
