@@ -1,6 +1,7 @@
 //! Just enough Engine.IO to route: classify a request (path, `sid`, `transport`) and read the
 //! open packet of a handshake response (`0{"sid":"…","pingInterval":…,"pingTimeout":…}`).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -33,7 +34,7 @@ impl EioRequest {
             ..EioRequest::default()
         };
         if let Some(q) = query {
-            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            for (k, v) in query_pairs(q) {
                 match &*k {
                     "sid" if !v.is_empty() => r.sid = Some(v.into_owned()),
                     "transport" => r.websocket = v == "websocket",
@@ -48,6 +49,47 @@ impl EioRequest {
     pub fn is_handshake(&self) -> bool {
         self.on_path && self.sid.is_none()
     }
+}
+
+/// The `key=value` pairs of a query string, decoded as `application/x-www-form-urlencoded`
+/// (what `form_urlencoded::parse` yields), without decoding what needs none: an Engine.IO
+/// query (`EIO=4&transport=polling&t=…&sid=…`) has no `%` or `+`, and decoding every pair
+/// through `form_urlencoded` cost about 6,000 instructions per request (callgrind).
+pub fn query_pairs(q: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    let bytes = q.as_bytes();
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        while start < bytes.len() {
+            // One pass over the pair: its end, its first '=', whether it needs decoding. The
+            // three are ASCII, so every slice below is on a char boundary.
+            let (from, mut end, mut eq, mut encoded) = (start, start, None, false);
+            while end < bytes.len() {
+                match bytes[end] {
+                    b'&' => break,
+                    b'=' if eq.is_none() => eq = Some(end),
+                    b'%' | b'+' => encoded = true,
+                    _ => {}
+                }
+                end += 1;
+            }
+            start = end + 1;
+            if end == from {
+                continue;
+            }
+            if encoded {
+                match form_urlencoded::parse(&bytes[from..end]).next() {
+                    Some(pair) => return Some(pair),
+                    None => continue,
+                }
+            }
+            let (k, v) = match eq {
+                Some(e) => (&q[from..e], &q[e + 1..end]),
+                None => (&q[from..end], ""),
+            };
+            return Some((Cow::Borrowed(k), Cow::Borrowed(v)));
+        }
+        None
+    })
 }
 
 /// The fields of an open packet the LB uses.
@@ -161,6 +203,26 @@ mod tests {
         assert!(r.is_handshake() && r.websocket);
         assert!(!EioRequest::classify("/socket.iox/", None, "/socket.io").on_path);
         assert!(!EioRequest::classify("/", None, "/socket.io").is_handshake());
+    }
+
+    #[test]
+    fn query_pairs_decode_as_form_urlencoded_does() {
+        for q in [
+            "EIO=4&transport=polling&t=PZ3x&sid=abc-_",
+            "a=1&&b&=c&d=&e=f=g",
+            "s%69d=x%2By&transport=web+socket&k=%FF%FE&x=%zz&y=a+b%20c",
+            "",
+            "&&",
+            "sid=%E2%82%AC",
+        ] {
+            let ours: Vec<(String, String)> = query_pairs(q)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours, theirs, "{q}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! pingora-prometheus serves.
 
 use iogate_shared::metrics::{self as m, MetricsError};
-use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use crate::backends::BackendState;
 use crate::select::Via;
@@ -58,6 +58,10 @@ pub struct LbMetrics {
     /// Requests answered, by the HTTP path that read them (`fast`: the long-polling fast path,
     /// `pingora`: pingora's).
     pub http_path_requests: IntCounterVec,
+    /// Its two series, resolved once (a label lookup hashes and locks on every request).
+    pub http_path_fast: IntCounter,
+    /// See [`Self::http_path_fast`].
+    pub http_path_pingora: IntCounter,
     /// 1 when a backend takes new sessions.
     pub backend_up: IntGaugeVec,
     /// 1 for the state a backend is in (`pending`, `up`, `draining`, `down`), 0 for the others.
@@ -101,9 +105,6 @@ impl LbMetrics {
         }
         for result in ["ok", "error"] {
             m.reloads.with_label_values(&[result]);
-        }
-        for path in ["fast", "pingora"] {
-            m.http_path_requests.with_label_values(&[path]);
         }
         Ok(m)
     }
@@ -221,6 +222,12 @@ impl LbMetrics {
     }
 
     fn register(reg: &Registry) -> Result<Self, MetricsError> {
+        let http_path_requests = m::counter_vec(
+            reg,
+            "iogate_lb_http_path_requests_total",
+            "Requests answered, by the HTTP path that read them (fast: the long-polling fast path; pingora: pingora's).",
+            &["path"],
+        )?;
         Ok(Self {
             requests: m::counter_vec(
                 reg,
@@ -292,12 +299,9 @@ impl LbMetrics {
                 "Upstream connections requests went over, per backend, by reuse (new, reused).",
                 &["backend", "reuse"],
             )?,
-            http_path_requests: m::counter_vec(
-                reg,
-                "iogate_lb_http_path_requests_total",
-                "Requests answered, by the HTTP path that read them (fast: the long-polling fast path; pingora: pingora's).",
-                &["path"],
-            )?,
+            http_path_fast: http_path_requests.with_label_values(&["fast"]),
+            http_path_pingora: http_path_requests.with_label_values(&["pingora"]),
+            http_path_requests,
             backend_up: m::gauge_vec(
                 reg,
                 "iogate_lb_backend_up",

@@ -201,7 +201,7 @@ impl Proxy {
         }
         ctx.tls = is_tls(session);
         ctx.upgrade = session.is_upgrade_req();
-        self.admit_request(&cfg, session.req_header(), client_ip(session), ctx)
+        self.admit_request(&cfg, session.req_header(), None, client_ip(session), ctx)
             .await?;
         if ctx.upgrade {
             // pingora's 60 s downstream read timeout would cut idle WebSockets.
@@ -211,19 +211,24 @@ impl Proxy {
     }
 
     /// Admission and session routing of one request head, whichever HTTP path read it
-    /// (`ctx.tls` and `ctx.upgrade` are set by the caller). `Err` is answered and counted by
-    /// the caller ([`count_reject`]).
+    /// (`ctx.tls` and `ctx.upgrade` are set by the caller; `eio`: the head's Engine.IO fields
+    /// when the caller has classified it already). `Err` is answered and counted by the caller
+    /// ([`count_reject`]).
     pub(crate) async fn admit_request(
         &self,
         cfg: &LbConfig,
         req: &RequestHeader,
+        eio: Option<EioRequest>,
         ip: Option<IpAddr>,
         ctx: &mut Ctx,
     ) -> Result<(), Reject> {
         admission::check_path(req.uri.path(), &cfg.exposure)?;
         admission::check_request(req, &cfg.limits)?;
         ctx._slot = Some(admission::take_slot(&self.conns, ip, &cfg.limits)?);
-        ctx.eio = EioRequest::classify(req.uri.path(), req.uri.query(), &cfg.engineio.path);
+        ctx.eio = match eio {
+            Some(e) => e,
+            None => EioRequest::classify(req.uri.path(), req.uri.query(), &cfg.engineio.path),
+        };
         match ctx.eio.sid.as_deref() {
             Some(sid) if cfg.stickiness.mode != StickyMode::None => {
                 let bound = self.route_sid(cfg, req, sid, ctx.eio.websocket).await?;
@@ -363,10 +368,11 @@ impl Proxy {
             .requests
             .with_label_values(&[backend, code_s])
             .inc();
-        self.metrics
-            .http_path_requests
-            .with_label_values(&[if ctx.fast { "fast" } else { "pingora" }])
-            .inc();
+        if ctx.fast {
+            self.metrics.http_path_fast.inc();
+        } else {
+            self.metrics.http_path_pingora.inc();
+        }
         if code != 101 {
             self.metrics
                 .request_duration

@@ -16,8 +16,8 @@
 //! something else. While an upgrade hands the table to a new process, every change is also sent
 //! to the [`observe`](SidTable::observe) channel.
 
+use ahash::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -121,7 +121,9 @@ pub enum Change {
 /// Bounded, sharded sid → backend map.
 #[derive(Debug)]
 pub struct SidTable {
-    shards: Vec<Mutex<HashMap<String, Entry>>>,
+    /// Keyed by ahash with its own per-process random keys (the sids are client input); the
+    /// shard is picked with another key, so a shard's entries do not share hash bits.
+    shards: Vec<Mutex<HashMap<String, Entry, RandomState>>>,
     hasher: RandomState,
     len: AtomicUsize,
     max: AtomicUsize,
@@ -142,7 +144,9 @@ impl SidTable {
     /// A table holding at most `max` sessions.
     pub fn new(max: usize) -> SidTable {
         SidTable {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::new())))
+                .collect(),
             hasher: RandomState::new(),
             len: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
@@ -155,7 +159,7 @@ impl SidTable {
         self.max.store(max, Ordering::Relaxed);
     }
 
-    fn shard(&self, sid: &str) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn shard(&self, sid: &str) -> MutexGuard<'_, HashMap<String, Entry, RandomState>> {
         let i = (self.hasher.hash_one(sid) as usize) % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }

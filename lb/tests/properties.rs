@@ -1,6 +1,8 @@
 //! Property tests (proptest, 256 cases each) of every parser in iogate-lb that sees client or
-//! backend bytes: the Engine.IO request classification, the open-packet reader fed in arbitrary
-//! chunks, the cookie reader, the HTTPS redirect's Location, and the config loader. Each says
+//! backend bytes: the Engine.IO request classification and its query reader, the open-packet
+//! reader fed in arbitrary chunks, the long-polling fast path's request and response heads and
+//! its chunked-body scanner, the cookie reader, the HTTPS redirect's Location, and the config
+//! loader. Each says
 //! what must hold for every input, not only for the examples in the unit tests; arbitrary input
 //! must never panic.
 
@@ -8,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iogate_lb::config::LbConfig;
-use iogate_lb::engineio::{EioRequest, OpenLearner, parse_open};
+use iogate_lb::engineio::{EioRequest, OpenLearner, parse_open, query_pairs};
+use iogate_lb::polling::{head, response};
 use iogate_lb::redirect::location;
 use iogate_lb::request::cookie;
 use pingora_http::RequestHeader;
@@ -39,6 +42,56 @@ proptest! {
         prop_assert_eq!(r.sid.as_deref(), Some(sid.as_str()));
         prop_assert_eq!(r.websocket, ws);
         prop_assert!(!r.is_handshake());
+    }
+
+    #[test]
+    fn the_query_reader_decodes_as_form_urlencoded_does(q in "[a-z0-9%+=&A-F\u{e9} ]{0,80}") {
+        let ours: Vec<(String, String)> =
+            query_pairs(&q).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        prop_assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn the_fast_paths_head_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = head::parse(&bytes, "/socket.io", None, false);
+        let _ = response::parse(&bytes);
+        let _ = response::Chunked::default().feed(&bytes, Some(&mut Vec::new()));
+    }
+
+    #[test]
+    fn a_chunked_body_ends_where_it_ends_whatever_the_chunking(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 0..5),
+        trailer in any::<bool>(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let mut body = Vec::new();
+        for c in &chunks {
+            body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            body.extend_from_slice(c);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(if trailer { &b"0\r\nX-T: 1\r\n\r\n"[..] } else { b"0\r\n\r\n" });
+        let end = body.len();
+        body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(body.len() + 1)).collect();
+        points.push(0);
+        points.push(body.len());
+        points.sort_unstable();
+        points.dedup();
+        let mut scanner = response::Chunked::default();
+        let mut data = Vec::new();
+        let mut found = None;
+        for w in points.windows(2) {
+            if let Some(n) = scanner.feed(&body[w[0]..w[1]], Some(&mut data)).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                found = Some(w[0] + n);
+                break;
+            }
+        }
+        prop_assert_eq!(found, Some(end));
+        prop_assert_eq!(data, chunks.concat());
     }
 
     #[test]

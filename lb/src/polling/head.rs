@@ -37,6 +37,8 @@ pub struct Request {
     pub close: bool,
     /// The head for admission and routing (no header-name case kept: nothing writes it).
     pub req: RequestHeader,
+    /// Its Engine.IO fields.
+    pub eio: EioRequest,
     /// The head to send upstream, through its blank line.
     pub upstream_head: Vec<u8>,
 }
@@ -115,12 +117,7 @@ pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> P
         "POST" => false,
         _ => return Parsed::Other,
     };
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    };
-    let eio = EioRequest::classify(path, query, eio_path);
-    if !eio.on_path || eio.websocket || !path.starts_with('/') {
+    if !target.starts_with('/') {
         return Parsed::Other;
     }
 
@@ -162,10 +159,16 @@ pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> P
     }
 
     // Admission and routing read the same type as on pingora's path.
-    let Ok(mut req) = RequestHeader::build_no_case(method, target.as_bytes(), Some(MAX_HEADERS))
+    let Ok(mut req) =
+        RequestHeader::build_no_case(method, target.as_bytes(), Some(parsed.headers.len()))
     else {
         return Parsed::Other;
     };
+    // Classified from the parsed URI, exactly as on pingora's path.
+    let eio = EioRequest::classify(req.uri.path(), req.uri.query(), eio_path);
+    if !eio.on_path || eio.websocket {
+        return Parsed::Other;
+    }
     for h in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(h.name.as_bytes()),
@@ -212,6 +215,7 @@ pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> P
         content_length,
         close,
         req,
+        eio,
         upstream_head: up,
     }))
 }

@@ -24,9 +24,9 @@
 //!   is parsed ([`response`]), hop-by-hop headers dropped, the stickiness cookie and
 //!   `Connection: close` added where due; a polling handshake's body is held until its open
 //!   packet is read and the sid recorded (the same [`crate::engineio::OpenLearner`]).
-//! - Timeouts are the configured ones: a head must be complete within `timeouts.client_header`
-//!   (from accept, or from its first byte on a kept-alive connection), a kept-alive connection
-//!   idles at most `timeouts.client_keepalive`, each read of the body or of the backend's
+//! - Timeouts are the configured ones: a connection, new or kept alive, idles at most
+//!   `timeouts.client_keepalive` before a request starts, a head must be complete within
+//!   `timeouts.client_header` of its first byte, each read of the body or of the backend's
 //!   answer waits at most `timeouts.polling_request` (a late answer is a 502, as pingora's).
 //! - Shutdown: a connection idle between requests when shutdown starts waits
 //!   `shutdown.idle_wait` for its next request (counted in the same parked-connection count as
@@ -145,11 +145,9 @@ impl ServerApp for FrontDoor {
             client,
             linger: false,
         };
-        let mut first = true;
         loop {
             let cfg = self.app.config.load_full();
-            let next = self.read_head(&mut conn, &cfg, first, shutdown).await;
-            first = false;
+            let next = self.read_head(&mut conn, &cfg, shutdown).await;
             match next {
                 Next::Closed => break,
                 Next::Pingora => {
@@ -243,18 +241,17 @@ impl FrontDoor {
         &self,
         conn: &mut Conn,
         cfg: &LbConfig,
-        first: bool,
         shutdown: &ShutdownWatch,
     ) -> Next {
-        // A new connection's head within client_header of accept; a kept-alive one may idle
-        // client_keepalive first, then has client_header from its first byte.
+        // A connection (new or kept alive) may idle client_keepalive before a request starts;
+        // a head has client_header from its first byte.
         let mut deadline = tokio::time::Instant::now()
-            + if first || !conn.buf.is_empty() {
-                cfg.timeouts.client_header
-            } else {
+            + if conn.buf.is_empty() {
                 cfg.timeouts.client_keepalive
+            } else {
+                cfg.timeouts.client_header
             };
-        let mut started = first || !conn.buf.is_empty();
+        let mut started = !conn.buf.is_empty();
         let mut shutdown = shutdown.clone();
         let mut parked: Option<Parked<'_>> = None;
         loop {
@@ -301,14 +298,15 @@ impl FrontDoor {
         &self,
         conn: &mut Conn,
         cfg: &LbConfig,
-        req: head::Request,
+        mut req: head::Request,
         shutdown: &ShutdownWatch,
     ) -> bool {
         let mut ctx = Ctx::fast(Instant::now());
         self.pool.configure(&cfg.upstream_keepalive);
+        let eio = std::mem::take(&mut req.eio);
         if let Err(r) = self
             .app
-            .admit_request(cfg, &req.req, conn.client, &mut ctx)
+            .admit_request(cfg, &req.req, Some(eio), conn.client, &mut ctx)
             .await
         {
             count_reject(&self.app, &r);
@@ -456,7 +454,12 @@ impl FrontDoor {
         // The response head.
         let mut rbuf = BytesMut::with_capacity(4096);
         let resp = loop {
-            match response::parse(&rbuf) {
+            let parsed = if rbuf.is_empty() {
+                Ok(ParsedResponse::Partial)
+            } else {
+                response::parse(&rbuf)
+            };
+            match parsed {
                 Ok(ParsedResponse::Head(r)) => break r,
                 Ok(ParsedResponse::Interim(n)) => {
                     rbuf.advance(n);

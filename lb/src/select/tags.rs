@@ -22,7 +22,8 @@ pub use iogate_shared::sid::tag_of;
 /// Tag → backend.
 #[derive(Debug, Default)]
 pub struct TagMap {
-    map: ArcSwap<HashMap<String, Arc<Backend>>>,
+    /// ahash-keyed: looked up with every sid a request names.
+    map: ArcSwap<HashMap<String, Arc<Backend>, ahash::RandomState>>,
     conflicts: ArcSwap<Vec<String>>,
 }
 
@@ -46,7 +47,7 @@ impl TagMap {
                 claims.entry(tag).or_default().push(b.clone());
             }
         }
-        let mut map = HashMap::with_capacity(claims.len());
+        let mut map = HashMap::with_capacity_and_hasher(claims.len(), ahash::RandomState::new());
         let mut conflicts = Vec::new();
         for (tag, owners) in claims {
             let configured: Vec<&Arc<Backend>> =
