@@ -111,7 +111,21 @@ pub fn check_path(path: &str, exposure: &Exposure) -> Result<(), Reject> {
 
 /// Head size and declared body size.
 pub fn check_request(req: &RequestHeader, limits: &Limits) -> Result<(), Reject> {
-    if head_size(req) > limits.max_header_bytes {
+    let content_length = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    check_sizes(head_size(req), content_length, limits)
+}
+
+/// [`check_request`] on sizes the caller measured ([`head_size`]'s way) from a head it parsed.
+pub fn check_sizes(
+    head_size: usize,
+    content_length: Option<usize>,
+    limits: &Limits,
+) -> Result<(), Reject> {
+    if head_size > limits.max_header_bytes {
         return Err(Reject {
             status: 431,
             reason: "header_too_large",
@@ -120,11 +134,6 @@ pub fn check_request(req: &RequestHeader, limits: &Limits) -> Result<(), Reject>
             body: "request header too large\n",
         });
     }
-    let content_length = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
     if content_length.is_some_and(|n| n > limits.max_body_bytes) {
         return Err(Reject {
             status: 413,

@@ -121,6 +121,17 @@ impl Ctx {
     }
 }
 
+/// What a caller that parsed a request head itself measured of it ([`Proxy::admit_request`]).
+#[derive(Debug, Clone, Default)]
+pub struct HeadFacts {
+    /// The Engine.IO fields.
+    pub eio: EioRequest,
+    /// The head's size, as [`admission::head_size`] counts it.
+    pub head_size: usize,
+    /// The declared body length.
+    pub content_length: Option<usize>,
+}
+
 /// Whether the client reached us over TLS.
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -211,22 +222,25 @@ impl Proxy {
     }
 
     /// Admission and session routing of one request head, whichever HTTP path read it
-    /// (`ctx.tls` and `ctx.upgrade` are set by the caller; `eio`: the head's Engine.IO fields
-    /// when the caller has classified it already). `Err` is answered and counted by the caller
-    /// ([`count_reject`]).
+    /// (`ctx.tls` and `ctx.upgrade` are set by the caller; `facts`: what a caller that parsed
+    /// the head itself measured, its `req` then holding only the headers routing reads).
+    /// `Err` is answered and counted by the caller ([`count_reject`]).
     pub(crate) async fn admit_request(
         &self,
         cfg: &LbConfig,
         req: &RequestHeader,
-        eio: Option<EioRequest>,
+        facts: Option<HeadFacts>,
         ip: Option<IpAddr>,
         ctx: &mut Ctx,
     ) -> Result<(), Reject> {
         admission::check_path(req.uri.path(), &cfg.exposure)?;
-        admission::check_request(req, &cfg.limits)?;
+        match &facts {
+            Some(f) => admission::check_sizes(f.head_size, f.content_length, &cfg.limits)?,
+            None => admission::check_request(req, &cfg.limits)?,
+        }
         ctx._slot = Some(admission::take_slot(&self.conns, ip, &cfg.limits)?);
-        ctx.eio = match eio {
-            Some(e) => e,
+        ctx.eio = match facts {
+            Some(f) => f.eio,
             None => EioRequest::classify(req.uri.path(), req.uri.query(), &cfg.engineio.path),
         };
         match ctx.eio.sid.as_deref() {

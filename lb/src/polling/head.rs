@@ -22,6 +22,7 @@ use pingora_http::RequestHeader;
 
 use crate::engineio::EioRequest;
 use crate::forwarded::ip_text;
+use crate::proxy::HeadFacts;
 
 /// Most headers in a request head this path parses; more goes to pingora's path.
 pub const MAX_HEADERS: usize = 64;
@@ -35,10 +36,11 @@ pub struct Request {
     pub content_length: usize,
     /// The client asked to close the connection after this request (`Connection: close`).
     pub close: bool,
-    /// The head for admission and routing (no header-name case kept: nothing writes it).
+    /// The head for admission and routing: method, target, and only the headers routing reads
+    /// (`Cookie`, the `hash` policy's header); no header-name case kept (nothing writes it).
     pub req: RequestHeader,
-    /// Its Engine.IO fields.
-    pub eio: EioRequest,
+    /// What admission needs of the rest: Engine.IO fields, head size, declared body length.
+    pub facts: HeadFacts,
     /// The head to send upstream, through its blank line.
     pub upstream_head: Vec<u8>,
 }
@@ -100,8 +102,15 @@ fn content_length(value: &[u8]) -> Option<usize> {
 }
 
 /// Parse `buf` as the start of a request; `eio_path` is the Engine.IO path prefix, `client` and
-/// `tls` feed the forwarding headers.
-pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> Parsed {
+/// `tls` feed the forwarding headers, `route_header` is the header the `hash` policy reads (if
+/// it reads one).
+pub fn parse(
+    buf: &[u8],
+    eio_path: &str,
+    client: Option<IpAddr>,
+    tls: bool,
+    route_header: Option<&str>,
+) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_len = match parsed.parse(buf) {
@@ -126,8 +135,11 @@ pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> P
     let mut host = false;
     let mut xff: Option<&[u8]> = None;
     let mut forwarded_len = 0;
+    // As `admission::head_size` counts a head, so both paths refuse the same ones.
+    let mut head_size = target.len() + 16;
     for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
+        head_size += name.len() + h.value.len() + 4;
         if refused(name) {
             return Parsed::Other;
         }
@@ -159,9 +171,7 @@ pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> P
     }
 
     // Admission and routing read the same type as on pingora's path.
-    let Ok(mut req) =
-        RequestHeader::build_no_case(method, target.as_bytes(), Some(parsed.headers.len()))
-    else {
+    let Ok(mut req) = RequestHeader::build_no_case(method, target.as_bytes(), Some(2)) else {
         return Parsed::Other;
     };
     // Classified from the parsed URI, exactly as on pingora's path.
@@ -169,7 +179,14 @@ pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> P
     if !eio.on_path || eio.websocket {
         return Parsed::Other;
     }
+    // Only the headers routing reads go into it (cookies, the hash policy's header): building
+    // a header map of every header was about 5 % of the LB's CPU per request (perf).
     for h in parsed.headers.iter() {
+        let wanted = h.name.eq_ignore_ascii_case("cookie")
+            || route_header.is_some_and(|r| h.name.eq_ignore_ascii_case(r));
+        if !wanted {
+            continue;
+        }
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(h.name.as_bytes()),
             HeaderValue::from_bytes(h.value),
@@ -215,7 +232,11 @@ pub fn parse(buf: &[u8], eio_path: &str, client: Option<IpAddr>, tls: bool) -> P
         content_length,
         close,
         req,
-        eio,
+        facts: HeadFacts {
+            eio,
+            head_size,
+            content_length: len,
+        },
         upstream_head: up,
     }))
 }
@@ -230,6 +251,7 @@ mod tests {
             "/socket.io",
             Some([10, 0, 0, 7].into()),
             false,
+            Some("x-tenant"),
         ) {
             Parsed::Request(r) => *r,
             other => panic!("not served here: {other:?} for {raw:?}"),
@@ -238,7 +260,7 @@ mod tests {
 
     fn other(raw: &str) -> bool {
         matches!(
-            parse(raw.as_bytes(), "/socket.io", None, false),
+            parse(raw.as_bytes(), "/socket.io", None, false, None),
             Parsed::Other
         )
     }
@@ -257,6 +279,25 @@ mod tests {
             r.req.headers.get("cookie").map(|v| v.as_bytes()),
             Some(&b"a=b"[..])
         );
+        // Only what routing reads is in the map; sizes as admission counts them.
+        assert_eq!(r.req.headers.len(), 1);
+        assert_eq!(r.facts.content_length, Some(5));
+        assert_eq!(r.facts.eio.sid.as_deref(), Some("abc"));
+        let mut full =
+            RequestHeader::build("POST", b"/socket.io/?EIO=4&transport=polling&sid=abc", None)
+                .unwrap();
+        for (k, v) in [
+            ("Host", "x"),
+            ("Connection", "keep-alive"),
+            ("Content-Length", "5"),
+            ("X-Real-IP", "1.2.3.4"),
+            ("X-Forwarded-For", "9.9.9.9"),
+            ("Cookie", "a=b"),
+            ("Keep-Alive", "5"),
+        ] {
+            full.append_header(k, v).unwrap();
+        }
+        assert_eq!(r.facts.head_size, crate::admission::head_size(&full));
         assert_eq!(
             String::from_utf8(r.upstream_head).unwrap(),
             "POST /socket.io/?EIO=4&transport=polling&sid=abc HTTP/1.1\r\nHost: x\r\n\
@@ -266,13 +307,27 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_policys_header_is_kept_for_routing() {
+        let r = request(
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Tenant: t1\r\nX-Other: o\r\n\r\n",
+        );
+        assert_eq!(
+            r.req.headers.get("x-tenant").map(|v| v.as_bytes()),
+            Some(&b"t1"[..])
+        );
+        assert!(r.req.headers.get("x-other").is_none());
+        assert_eq!(r.facts.content_length, None);
+    }
+
+    #[test]
     fn partial_heads_wait_for_more() {
         assert!(matches!(
             parse(
                 b"GET /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\n",
                 "/socket.io",
                 None,
-                false
+                false,
+                None
             ),
             Parsed::Partial
         ));

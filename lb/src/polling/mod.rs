@@ -55,7 +55,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::backends::Backend;
-use crate::config::LbConfig;
+use crate::config::{HashKey, LbConfig, Policy};
 use crate::proxy::{Ctx, Proxy, count_reject};
 use head::Parsed;
 use pool::Pool;
@@ -237,12 +237,7 @@ enum Exchange {
 
 impl FrontDoor {
     /// Wait for the next request head.
-    async fn read_head(
-        &self,
-        conn: &mut Conn,
-        cfg: &LbConfig,
-        shutdown: &ShutdownWatch,
-    ) -> Next {
+    async fn read_head(&self, conn: &mut Conn, cfg: &LbConfig, shutdown: &ShutdownWatch) -> Next {
         // A connection (new or kept alive) may idle client_keepalive before a request starts;
         // a head has client_header from its first byte.
         let mut deadline = tokio::time::Instant::now()
@@ -254,9 +249,22 @@ impl FrontDoor {
         let mut started = !conn.buf.is_empty();
         let mut shutdown = shutdown.clone();
         let mut parked: Option<Parked<'_>> = None;
+        let route_header = match (&cfg.balancing.policy, cfg.balancing.key.as_deref()) {
+            (Policy::Hash, Some(key)) => match HashKey::parse(key) {
+                Some(HashKey::Header(name)) => Some(name),
+                _ => None,
+            },
+            _ => None,
+        };
         loop {
             if !conn.buf.is_empty() {
-                match head::parse(&conn.buf, &cfg.engineio.path, conn.client, false) {
+                match head::parse(
+                    &conn.buf,
+                    &cfg.engineio.path,
+                    conn.client,
+                    false,
+                    route_header.as_deref(),
+                ) {
                     Parsed::Request(r) => return Next::Request(r),
                     Parsed::Other => return Next::Pingora,
                     Parsed::Partial if conn.buf.len() > MAX_HEAD => return Next::Pingora,
@@ -303,10 +311,10 @@ impl FrontDoor {
     ) -> bool {
         let mut ctx = Ctx::fast(Instant::now());
         self.pool.configure(&cfg.upstream_keepalive);
-        let eio = std::mem::take(&mut req.eio);
+        let facts = std::mem::take(&mut req.facts);
         if let Err(r) = self
             .app
-            .admit_request(cfg, &req.req, Some(eio), conn.client, &mut ctx)
+            .admit_request(cfg, &req.req, Some(facts), conn.client, &mut ctx)
             .await
         {
             count_reject(&self.app, &r);
