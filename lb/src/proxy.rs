@@ -121,7 +121,7 @@ impl Ctx {
     }
 }
 
-/// What a caller that parsed a request head itself measured of it ([`Proxy::admit_request`]).
+/// What a caller that parsed a request head itself measured of it (for `Proxy::admit_request`).
 #[derive(Debug, Clone, Default)]
 pub struct HeadFacts {
     /// The Engine.IO fields.
