@@ -8,6 +8,10 @@
 #   PARTS=c bench/frontdoor.sh         # only part (c); PARTS=a,b,c,d,e,t is the default
 #   LB_BIN=/tmp/lb-old PARTS=d bench/frontdoor.sh   # another iogate-lb build against the same
 #                                      # baselines (A/B of two builds; not for RECORD=1)
+#   PROXY_THREADS=1 PARTS=d bench/frontdoor.sh      # every proxy on one thread (default 2, this
+#                                      # machine's cores): iogate-lb's `threads` (--threads), nginx's
+#                                      # worker_processes, HAProxy's nbthread; records as its own
+#                                      # section (frontdoor-threads)
 #
 # (a) echo: ECHO_CLIENTS WebSocket clients, 2 acked echoes/s each: RTT p50/p99 and the part the
 #     proxy adds over going direct; the proxy's CPU seconds and RSS.
@@ -63,11 +67,13 @@ bench_build iogate-node iogate-lb iogate-loadtest
 # PARTS=t or PARTS=e alone records as its own section (frontdoor-tls, frontdoor-capacity), so
 # the full run's tables stay.
 PARTS=${PARTS:-a,b,c,d,e,t}
-if [ "$PARTS" = t ]; then md_open frontdoor-tls "PARTS=t bench/frontdoor.sh${*:+ $*}"
+PROXY_THREADS=${PROXY_THREADS:-2}
+if [ "$PROXY_THREADS" != 2 ]; then md_open frontdoor-threads "PROXY_THREADS=$PROXY_THREADS PARTS=$PARTS bench/frontdoor.sh${*:+ $*}"
+elif [ "$PARTS" = t ]; then md_open frontdoor-tls "PARTS=t bench/frontdoor.sh${*:+ $*}"
 elif [ "$PARTS" = e ]; then md_open frontdoor-capacity "PARTS=e bench/frontdoor.sh${*:+ $*}"
 elif [ "$PARTS" = a,b,c,d,e,t ]; then md_open frontdoor "bench/frontdoor.sh${*:+ $*}"
 else md_open frontdoor "PARTS=$PARTS bench/frontdoor.sh${*:+ $*}"; fi
-md "Versions: iogate-lb $("$LB_BIN" --version | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | awk '{print $1, $3}')." ""
+md "Versions: iogate-lb $("$LB_BIN" --version | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$HAPROXY" -v | head -1 | awk '{print $1, $3}'). Threads per proxy: $PROXY_THREADS (iogate-lb \`threads\`, nginx \`worker_processes\`, HAProxy \`nbthread\`)." ""
 
 start_redis
 N1=$(free_port); N2=$(free_port)
@@ -80,7 +86,8 @@ start_proxy() {
   PORT=$(free_port)
   case $1 in
     iogate-lb)
-      if [ "$TLS" = 1 ]; then LB_ARGS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem"); else LB_ARGS=(); fi
+      LB_ARGS=(--threads "$PROXY_THREADS")
+      if [ "$TLS" = 1 ]; then LB_ARGS+=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem"); fi
       start_lb "$PORT" "$N1" "$N2"
       PROXY_PID=$LB_PID ;;
     nginx|nginx-nosticky)
@@ -91,7 +98,7 @@ start_proxy() {
         # What nginx's docs recommend for HTTPS servers: a shared session cache.
         listen="listen 127.0.0.1:$PORT ssl; ssl_certificate $TLS_DIR/cert.pem; ssl_certificate_key $TLS_DIR/key.pem; ssl_session_cache shared:SSL:10m; ssl_session_timeout 10m;"
       fi
-      nginx_conf "$1" "$listen" 2 "$N1" "$N2" >"$conf/nginx.conf"
+      nginx_conf "$1" "$listen" "$PROXY_THREADS" "$N1" "$N2" >"$conf/nginx.conf"
       "$NGINX" -p "$conf" -c "$conf/nginx.conf" -g "daemon off; pid $conf/nginx.pid; error_log $conf/error.log;" &
       PROXY_PID=$!; pids+=("$PROXY_PID")
       wait_tcp "$PORT" ;;
@@ -99,7 +106,7 @@ start_proxy() {
       cat >"$OUT/haproxy.cfg" <<CONF
 global
   maxconn $(( FDS / 2 - 100 ))
-  nbthread 2
+  nbthread $PROXY_THREADS
 defaults
   mode http
   timeout connect 2s
@@ -259,7 +266,7 @@ if [[ $PARTS == *e* ]]; then
   # sessions would reuse that memory, and their RSS would not show what a session costs them.
   E1=$(free_port); start_node "$E1" "n$E1" "redis://127.0.0.1:$RP"; Q1=$NODE_PID
   E2=$(free_port); start_node "$E2" "n$E2" "redis://127.0.0.1:$RP"; Q2=$NODE_PID
-  PORT=$(free_port); LB_ARGS=()
+  PORT=$(free_port); LB_ARGS=(--threads "$PROXY_THREADS")
   start_lb "$PORT" "$E1" "$E2"
   sleep 1
   r0=$(rss "$LB_PID"); n0=$(( $(rss "$Q1") + $(rss "$Q2") ))

@@ -1069,14 +1069,15 @@ impl LbConfig {
         }
     }
 
-    /// The quick form: `--listen ADDR --upstream ADDR... [--resolver ADDR...] [--admin ADDR]`.
-    /// An upstream is `IP:port`, `NAME:port` or `srv:NAME`.
+    /// The quick form: `--listen ADDR --upstream ADDR... [--resolver ADDR...] [--admin ADDR]
+    /// [--threads N]`. An upstream is `IP:port`, `NAME:port` or `srv:NAME`.
     pub fn quick(
         listen: &str,
         upstreams: &[String],
         resolvers: &[String],
         admin: Option<&str>,
         tls: Option<CertificateFiles>,
+        threads: Option<usize>,
     ) -> Result<Self, ConfigError> {
         let mut listener = Listener::plain(listen);
         listener.tls = tls.map(|c| ListenerTls {
@@ -1091,6 +1092,9 @@ impl LbConfig {
         cfg.resolver.servers = resolvers.to_vec();
         if let Some(a) = admin {
             cfg.admin.listen = a.to_string();
+        }
+        if let Some(t) = threads {
+            cfg.threads = t;
         }
         let mut problems = Problems::default();
         cfg.validate(&mut problems);

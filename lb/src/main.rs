@@ -71,6 +71,9 @@ struct Cli {
     /// Quick start: the private key of `--tls-cert` (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Quick start: worker threads of the proxy service (`threads` in the file; default 2).
+    #[arg(long, requires = "listen")]
+    threads: Option<usize>,
     /// Admin API address (default 127.0.0.1:9100).
     #[arg(long)]
     admin: Option<String>,
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
                 .clone()
                 .zip(cli.tls_key.clone())
                 .map(|(cert, key)| iogate_lb::config::CertificateFiles { cert, key }),
+            cli.threads,
         ),
         (None, None) => {
             eprintln!(

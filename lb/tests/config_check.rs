@@ -64,6 +64,16 @@ fn quick_flags_are_validated() {
         text.contains("<command line>") && text.contains("upstreams[0].address"),
         "{text}"
     );
+    // `--threads` is the file's `threads`, validated the same way.
+    let quick = ["--listen", "127.0.0.1:8080", "--upstream", "127.0.0.1:4001"];
+    let (code, text) = check(&[&quick[..], &["--threads", "1"]].concat());
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = check(&[&quick[..], &["--threads", "0"]].concat());
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("<command line>") && text.contains("field `threads`"),
+        "{text}"
+    );
 }
 
 fn yaml_file(text: &str) -> tempfile::NamedTempFile {
