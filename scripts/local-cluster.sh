@@ -66,7 +66,7 @@ if [ ! -d demo/node_modules/socket.io-client ]; then
   echo "==> npm ci (demo: the official socket.io-client browser bundle)"
   npm ci --prefix demo --no-audit --no-fund
 fi
-echo "==> building iogate-node and iogate-lb (release)"
+echo "==> building iogate-node and iogate-lb (release, link-time optimised: the first build takes several minutes)"
 cargo build --release -q -p iogate-node -p iogate-lb
 
 if [ -z "${REDIS_URL:-}" ]; then
