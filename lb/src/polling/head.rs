@@ -65,18 +65,10 @@ fn refused(name: &[u8]) -> bool {
 
 /// A header not forwarded: hop-by-hop, or one the LB writes itself.
 fn dropped(name: &[u8]) -> bool {
-    [
-        &b"connection"[..],
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"x-forwarded-for",
-        b"x-real-ip",
-        b"x-forwarded-proto",
-    ]
-    .iter()
-    .any(|d| name.eq_ignore_ascii_case(d))
+    super::hop_by_hop(name)
+        || [&b"x-forwarded-for"[..], b"x-real-ip", b"x-forwarded-proto"]
+            .iter()
+            .any(|d| name.eq_ignore_ascii_case(d))
 }
 
 /// A `Connection` value: `Some(close)` when it names only `keep-alive` and `close`.

@@ -61,6 +61,21 @@ use head::Parsed;
 use pool::Pool;
 use response::{Chunked, Framing, ParsedResponse};
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1, with the `Keep-Alive` and `Proxy-Connection` of older
+/// clients): never passed on, in either direction.
+fn hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    ]
+    .iter()
+    .any(|d| name.eq_ignore_ascii_case(d))
+}
+
 /// Longest request head read here; a longer one goes to pingora's path (which answers `431`
 /// over `limits.max_header_bytes`, `400` over its own 1 MiB).
 const MAX_HEAD: usize = 16 * 1024;

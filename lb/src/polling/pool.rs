@@ -59,12 +59,17 @@ fn usable(stream: &TcpStream) -> bool {
 
 impl Pool {
     /// Apply the configuration in force (called per request: a reload changes the limits for
-    /// the next one and for the sweep).
+    /// the next one and for the sweep). Writes only what changed: a store per request from
+    /// every thread would move the line between their caches each time.
     pub fn configure(&self, c: &crate::config::UpstreamKeepalive) {
         let ms = u64::try_from(c.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        self.max_idle_ms.store(ms, Ordering::Relaxed);
-        self.per_backend
-            .store(c.idle_per_backend, Ordering::Relaxed);
+        if self.max_idle_ms.load(Ordering::Relaxed) != ms {
+            self.max_idle_ms.store(ms, Ordering::Relaxed);
+        }
+        if self.per_backend.load(Ordering::Relaxed) != c.idle_per_backend {
+            self.per_backend
+                .store(c.idle_per_backend, Ordering::Relaxed);
+        }
     }
 
     fn max_idle(&self) -> Duration {

@@ -46,20 +46,6 @@ pub enum ParsedResponse {
     Head(Response),
 }
 
-/// Not passed to the client: hop-by-hop headers.
-fn hop_by_hop(name: &[u8]) -> bool {
-    [
-        &b"connection"[..],
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"upgrade",
-    ]
-    .iter()
-    .any(|d| name.eq_ignore_ascii_case(d))
-}
-
 /// Why a backend's response cannot be relayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BadResponse {
@@ -145,7 +131,7 @@ pub fn parse(buf: &[u8]) -> Result<ParsedResponse, BadResponse> {
     client_head.push(b' ');
     client_head.extend_from_slice(r.reason.unwrap_or("").as_bytes());
     client_head.extend_from_slice(b"\r\n");
-    super::copy_headers(&mut client_head, r.headers, hop_by_hop);
+    super::copy_headers(&mut client_head, r.headers, super::hop_by_hop);
     Ok(ParsedResponse::Head(Response {
         status,
         head_len,
