@@ -107,11 +107,23 @@ impl Ctx {
         }
     }
 
-    /// A request read by the long-polling fast path.
-    pub(crate) fn fast(start: Instant) -> Ctx {
+    /// A request read by the fast path ([`crate::polling`]); `upgrade`: a WebSocket upgrade.
+    pub(crate) fn fast(start: Instant, upgrade: bool) -> Ctx {
         Ctx {
             fast: true,
+            upgrade,
             ..Ctx::new(start)
+        }
+    }
+
+    /// The guards that count a tunnel once its `101` is written (live WebSockets of the
+    /// backend, the upgraded sid, the client's connection slot): the tunnel's relay holds them
+    /// from then on.
+    pub(crate) fn take_held(&mut self) -> crate::tunnel::Held {
+        crate::tunnel::Held {
+            ws: self.ws.take(),
+            upgraded: self.upgraded.take(),
+            slot: self._slot.take(),
         }
     }
 
@@ -579,11 +591,7 @@ impl ProxyHttp for Proxy {
     }
 
     fn upgraded_tunnel(&self, _session: &mut Session, tunnel: UpgradedTunnel, ctx: &mut Ctx) {
-        let held = crate::tunnel::Held {
-            ws: ctx.ws.take(),
-            upgraded: ctx.upgraded.take(),
-            slot: ctx._slot.take(),
-        };
+        let held = ctx.take_held();
         let idle = self.config.load().timeouts.websocket_idle;
         let lb = self.0.clone();
         tokio::spawn(async move {

@@ -5,14 +5,17 @@
 //! equal once session ids are masked. Also: pipelined requests answered in order, the hand-over
 //! of a connection to pingora's path at its first request outside the fast path's shape (with
 //! the bytes already read), and a chunked answer relayed with its framing and the upstream
-//! connection reused after it. Which path served is read from
+//! connection reused after it. WebSocket upgrades (a new session on the WebSocket transport,
+//! a polling session's upgrade, an unknown sid) get the same treatment: the same exchange
+//! through both paths, frames included, and the tunnel's live counts held while it is open and
+//! let go when it closes. Which path served is read from
 //! `iogate_lb_http_path_requests_total{path}`, so every check here can fail.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use iogate_testkit::{Lb, Node, free_port};
+use iogate_testkit::{Lb, Node, free_port, wait_for};
 
 /// Read one response: its head (status line and headers, lower-cased names) and its body
 /// (Content-Length or chunked, decoded).
@@ -135,10 +138,19 @@ fn lb_for(node: &Node, fast: bool, extra: &str) -> Lb {
     Lb::start(port, admin, &yaml, true)
 }
 
-fn served(lb: &Lb, path: &str) -> f64 {
-    lb.metric(&format!(
-        "iogate_lb_http_path_requests_total{{path=\"{path}\"}}"
-    ))
+/// Requests served by `path` once it has counted at least `want` (a request is counted after
+/// its answer is written, as pingora's path counts in its logging phase, so a client can read
+/// the answer first): the count then, which must be `want` exactly.
+fn served_n(lb: &Lb, path: &str, want: f64) -> f64 {
+    let metric = format!("iogate_lb_http_path_requests_total{{path=\"{path}\"}}");
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = lb.metric(&metric);
+        if n >= want || std::time::Instant::now() > until {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The scripted exchange on one keep-alive connection; the canonical transcript.
@@ -190,17 +202,24 @@ fn transcript(lb: &Lb) -> Vec<String> {
     out
 }
 
+/// The same exchange through an LB with the fast path and one without, in front of `node`:
+/// both LBs and both transcripts (printed side by side).
+fn both_paths(node: &Node, exchange: fn(&Lb) -> Vec<String>) -> (Lb, Lb, Vec<String>, Vec<String>) {
+    let fast = lb_for(node, true, "");
+    let pingora = lb_for(node, false, "");
+    let a = exchange(&fast);
+    let b = exchange(&pingora);
+    for (x, y) in a.iter().zip(&b) {
+        eprintln!("--- fast path\n{x}\n--- pingora's path\n{y}\n");
+    }
+    (fast, pingora, a, b)
+}
+
 #[test]
 fn the_fast_path_answers_what_pingoras_path_answers() {
     let _serial = iogate_testkit::heavy();
     let node = Node::start_js("fp1");
-    let fast = lb_for(&node, true, "");
-    let pingora = lb_for(&node, false, "");
-    let a = transcript(&fast);
-    let b = transcript(&pingora);
-    for (x, y) in a.iter().zip(&b) {
-        eprintln!("--- fast path\n{x}\n--- pingora's path\n{y}\n");
-    }
+    let (fast, pingora, a, b) = both_paths(&node, transcript);
     assert_eq!(a.len(), 5);
     assert!(a[0].starts_with("HTTP/1.1 200") && a[0].contains("0{\"sid\":\"<sid>\""));
     assert!(
@@ -211,10 +230,10 @@ fn the_fast_path_answers_what_pingoras_path_answers() {
     assert!(a[3].starts_with("HTTP/1.1 400") && a[3].contains("Session ID unknown"));
     assert!(a[4].starts_with("HTTP/1.1 413"), "{}", a[4]);
     assert_eq!(a, b, "the fast path and pingora's path answer alike");
-    assert_eq!(served(&fast, "fast"), 5.0);
-    assert_eq!(served(&fast, "pingora"), 0.0);
-    assert_eq!(served(&pingora, "pingora"), 5.0);
-    assert_eq!(served(&pingora, "fast"), 0.0);
+    assert_eq!(served_n(&fast, "fast", 5.0), 5.0);
+    assert_eq!(served_n(&fast, "pingora", 0.0), 0.0);
+    assert_eq!(served_n(&pingora, "pingora", 5.0), 5.0);
+    assert_eq!(served_n(&pingora, "fast", 0.0), 0.0);
 }
 
 #[test]
@@ -245,16 +264,16 @@ fn pipelined_requests_are_answered_in_order_and_other_requests_go_to_pingora() {
         "the node's /readyz through pingora's path: {}",
         String::from_utf8_lossy(&b3)
     );
-    assert_eq!(served(&lb, "fast"), 2.0);
-    assert_eq!(served(&lb, "pingora"), 1.0);
+    assert_eq!(served_n(&lb, "fast", 2.0), 2.0);
+    assert_eq!(served_n(&lb, "pingora", 1.0), 1.0);
     // The connection stays with pingora's path from then on.
     s.write_all(format!("GET {eio} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes())
         .expect("send");
     let (h4, b4) = read_response(&mut s, &mut pending);
     assert!(h4.starts_with("HTTP/1.1 200"));
     sid_of(&b4);
-    assert_eq!(served(&lb, "fast"), 2.0);
-    assert_eq!(served(&lb, "pingora"), 2.0);
+    assert_eq!(served_n(&lb, "fast", 2.0), 2.0);
+    assert_eq!(served_n(&lb, "pingora", 2.0), 2.0);
     // The session learned on the fast path is routed, on a new connection: CONNECT, then poll.
     let sid = sid_of(&b1);
     let mut t = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
@@ -276,7 +295,7 @@ fn pipelined_requests_are_answered_in_order_and_other_requests_go_to_pingora() {
         "the CONNECT answer: {}",
         String::from_utf8_lossy(&b6)
     );
-    assert_eq!(served(&lb, "fast"), 4.0);
+    assert_eq!(served_n(&lb, "fast", 4.0), 4.0);
 }
 
 #[test]
@@ -298,12 +317,168 @@ fn a_chunked_answer_is_relayed_with_its_framing_and_the_connection_reused() {
         );
         assert_eq!(body, b"abc");
     }
-    assert_eq!(served(&lb, "fast"), 3.0);
+    assert_eq!(served_n(&lb, "fast", 3.0), 3.0);
     let reused = lb.metric("iogate_lb_upstream_connections_total{backend=\"n1\",reuse=\"reused\"}");
     let new = lb.metric("iogate_lb_upstream_connections_total{backend=\"n1\",reuse=\"new\"}");
     assert_eq!(
         (new, reused),
         (1.0, 2.0),
         "the end of a chunked body was found"
+    );
+}
+
+/// Read a response head only (through its blank line), as text.
+fn read_head_only(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut chunk).expect("read from the LB");
+        assert!(n > 0, "the LB closed the connection mid-head");
+        pending.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&pending[..end]).to_string();
+    pending.drain(..end + 4);
+    head
+}
+
+/// Send a masked client text frame.
+fn ws_send(s: &mut TcpStream, text: &str) {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81, 0x80 | u8::try_from(text.len()).expect("short frame")];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).expect("send a frame");
+}
+
+/// Read one server text frame (unmasked, under 64 KiB).
+fn ws_recv(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if pending.len() >= 2 {
+            assert_eq!(pending[0], 0x81, "a final text frame: {pending:?}");
+            let (len, at) = match pending[1] & 0x7f {
+                126 if pending.len() >= 4 => {
+                    (usize::from(u16::from_be_bytes([pending[2], pending[3]])), 4)
+                }
+                126 => (usize::MAX, 4),
+                n => (usize::from(n), 2),
+            };
+            if len != usize::MAX && pending.len() >= at + len {
+                let text = String::from_utf8_lossy(&pending[at..at + len]).to_string();
+                pending.drain(..at + len);
+                return text;
+            }
+        }
+        let n = s.read(&mut chunk).expect("read a frame");
+        assert!(n > 0, "the tunnel closed");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn upgrade_request(sid: Option<&str>) -> String {
+    let sid = sid.map(|s| format!("&sid={s}")).unwrap_or_default();
+    format!(
+        "GET /socket.io/?EIO=4&transport=websocket{sid} HTTP/1.1\r\nHost: lb\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// A 101 head canonicalised (names lower-cased, sorted).
+fn canon_head(head: &str) -> String {
+    canon(head, b"", "\u{0}")
+}
+
+/// WebSocket exchanges through `lb`: a new session on the WebSocket transport (open packet,
+/// CONNECT, an event and its answer), a polling session's upgrade (probe, upgrade, CONNECT), an
+/// unknown sid. Returns the canonical transcript; checks the tunnels' live counts meanwhile.
+fn ws_transcript(lb: &Lb) -> Vec<String> {
+    let mut out = Vec::new();
+    let websockets = || lb.metric("iogate_lb_websockets{backend=\"n1\"}");
+
+    // A new session on the WebSocket transport.
+    let mut s = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
+    let mut pending = Vec::new();
+    s.write_all(upgrade_request(None).as_bytes()).expect("send");
+    out.push(canon_head(&read_head_only(&mut s, &mut pending)));
+    let open = ws_recv(&mut s, &mut pending);
+    let sid = sid_of(open.as_bytes());
+    out.push(mask_sids(&open));
+    ws_send(&mut s, "40");
+    out.push(mask_sids(&ws_recv(&mut s, &mut pending)));
+    ws_send(&mut s, "42[\"echo\",\"hi\"]");
+    out.push(mask_sids(&ws_recv(&mut s, &mut pending)).replace(&sid, "<sid>"));
+    assert_eq!(websockets(), 1.0, "the tunnel is counted while it is open");
+
+    // A polling session upgraded on a new connection.
+    let mut p = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
+    let mut ppending = Vec::new();
+    p.write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .expect("send");
+    let (_, body) = read_response(&mut p, &mut ppending);
+    let psid = sid_of(&body);
+    let mut u = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
+    let mut upending = Vec::new();
+    u.write_all(upgrade_request(Some(&psid)).as_bytes())
+        .expect("send");
+    out.push(canon_head(&read_head_only(&mut u, &mut upending)));
+    ws_send(&mut u, "2probe");
+    out.push(ws_recv(&mut u, &mut upending));
+    ws_send(&mut u, "5");
+    ws_send(&mut u, "40");
+    out.push(mask_sids(&ws_recv(&mut u, &mut upending)));
+    assert_eq!(
+        websockets(),
+        2.0,
+        "the upgraded session's tunnel is counted"
+    );
+
+    // An unknown sid: the LB's own 400.
+    let mut x = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
+    let mut xpending = Vec::new();
+    x.write_all(upgrade_request(Some("nobody")).as_bytes())
+        .expect("send");
+    let (head, body) = read_response(&mut x, &mut xpending);
+    out.push(canon(&head, &body, "\u{0}"));
+
+    drop((s, u));
+    wait_for(
+        Duration::from_secs(10),
+        "the tunnels' counts let go",
+        || (websockets() == 0.0).then_some(()),
+    );
+    out
+}
+
+#[test]
+fn websocket_upgrades_on_the_fast_path_answer_what_pingoras_path_answers() {
+    let _serial = iogate_testkit::heavy();
+    let node = Node::start_js("fp4");
+    let (fast, pingora, a, b) = both_paths(&node, ws_transcript);
+    assert_eq!(a.len(), 8);
+    assert!(a[0].starts_with("HTTP/1.1 101"), "{}", a[0]);
+    assert!(
+        a[0].contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{}",
+        a[0]
+    );
+    assert!(a[1].starts_with("0{\"sid\":\"<sid>\""), "{}", a[1]);
+    assert!(a[2].starts_with("40{\"sid\":"), "{}", a[2]);
+    assert_eq!(a[5], "3probe");
+    assert!(a[7].starts_with("HTTP/1.1 400") && a[7].contains("Session ID unknown"));
+    assert_eq!(a, b, "the fast path and pingora's path answer alike");
+    // Upgrades (2) and the polling handshake, the unknown sid's 400: all on the fast path.
+    assert_eq!(served_n(&fast, "fast", 4.0), 4.0);
+    assert_eq!(served_n(&fast, "pingora", 0.0), 0.0);
+    assert_eq!(served_n(&pingora, "pingora", 4.0), 4.0);
+    assert_eq!(served_n(&pingora, "fast", 0.0), 0.0);
+    assert_eq!(
+        fast.metric("iogate_lb_handshakes_total{backend=\"n1\"}"),
+        2.0,
+        "the WebSocket handshake and the polling one"
     );
 }

@@ -57,7 +57,8 @@ proptest! {
     #[test]
     fn the_fast_paths_head_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = head::parse(&bytes, "/socket.io", None, false, Some("x-key"));
-        let _ = response::parse(&bytes);
+        let _ = response::parse(&bytes, false);
+        let _ = response::parse(&bytes, true);
         let _ = response::Chunked::default().feed(&bytes, Some(&mut Vec::new()));
     }
 

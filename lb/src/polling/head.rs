@@ -3,17 +3,23 @@
 //! [`RequestHeader`] that admission and routing read (the same type pingora's path gives them),
 //! and the head sent upstream, written from the client's bytes.
 //!
-//! The shape served: HTTP/1.1 `GET` or `POST` on the Engine.IO path, `transport` not
-//! `websocket`, a `Host`, at most one (repeated identical) `Content-Length` and none on a `GET`,
-//! and no `Transfer-Encoding`, `Expect` or `Upgrade`, a `Connection` naming only `keep-alive` or
-//! `close`. Anything else is [`Parsed::Other`]: the connection goes to pingora's HTTP path with
-//! every byte read so far (`mod.rs`), which answers it as before — including the requests it
-//! refuses (malformed heads get its `400`, chunked bodies its streaming limit).
+//! The shapes served, both HTTP/1.1 on the Engine.IO path with a `Host` and no
+//! `Transfer-Encoding` or `Expect`:
+//! - long-polling: `GET` or `POST`, `transport` not `websocket`, at most one (repeated
+//!   identical) `Content-Length` and none on a `GET`, no `Upgrade`, a `Connection` naming only
+//!   `keep-alive` or `close`;
+//! - a WebSocket upgrade: `GET` with `transport=websocket`, exactly one `Upgrade: websocket`, a
+//!   `Connection` naming `upgrade` (and at most `keep-alive` besides), no `Content-Length`.
+//!
+//! Anything else is [`Parsed::Other`]: the connection goes to pingora's HTTP path with every
+//! byte read so far (`mod.rs`), which answers it as before — including the requests it refuses
+//! (malformed heads get its `400`, chunked bodies its streaming limit).
 //!
 //! Upstream, hop-by-hop headers (`Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
-//! `Trailer`) are not forwarded (the connection to the backend is the LB's, kept alive by
-//! HTTP/1.1's default), and the forwarding headers are replaced exactly as
-//! [`crate::forwarded`] does on pingora's path.
+//! `Trailer`; `Upgrade` except on an upgrade) are not forwarded (the connection to the backend
+//! is the LB's, kept alive by HTTP/1.1's default; an upgrade's head carries the client's
+//! `Upgrade` and `Connection: Upgrade`, as nginx's documented WebSocket proxying sends), and the
+//! forwarding headers are replaced exactly as [`crate::forwarded`] does on pingora's path.
 
 use std::net::IpAddr;
 
@@ -36,6 +42,8 @@ pub struct Request {
     pub content_length: usize,
     /// The client asked to close the connection after this request (`Connection: close`).
     pub close: bool,
+    /// A WebSocket upgrade (`Upgrade: websocket`, `transport=websocket`).
+    pub upgrade: bool,
     /// The head for admission and routing: method, target, and only the headers routing reads
     /// (`Cookie`, the `hash` policy's header); no header-name case kept (nothing writes it).
     pub req: RequestHeader,
@@ -58,9 +66,7 @@ pub enum Parsed {
 
 /// A header this path refuses to serve (pingora's path takes the request).
 fn refused(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"transfer-encoding")
-        || name.eq_ignore_ascii_case(b"expect")
-        || name.eq_ignore_ascii_case(b"upgrade")
+    name.eq_ignore_ascii_case(b"transfer-encoding") || name.eq_ignore_ascii_case(b"expect")
 }
 
 /// A header not forwarded: hop-by-hop, or one the LB writes itself.
@@ -71,18 +77,26 @@ fn dropped(name: &[u8]) -> bool {
             .any(|d| name.eq_ignore_ascii_case(d))
 }
 
-/// A `Connection` value: `Some(close)` when it names only `keep-alive` and `close`.
-fn connection_close(value: &[u8]) -> Option<bool> {
-    let mut close = false;
+/// A header not forwarded on an upgrade (its `Upgrade` is; `Connection: Upgrade` is written).
+fn dropped_on_upgrade(name: &[u8]) -> bool {
+    dropped(name) && !name.eq_ignore_ascii_case(b"upgrade")
+}
+
+/// The tokens of a `Connection` value: `Some((close, upgrade))` when it names only
+/// `keep-alive`, `close` and `upgrade`.
+fn connection_tokens(value: &[u8]) -> Option<(bool, bool)> {
+    let (mut close, mut upgrade) = (false, false);
     for token in value.split(|b| *b == b',') {
         let token = token.trim_ascii();
         if token.eq_ignore_ascii_case(b"close") {
             close = true;
+        } else if token.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
         } else if !(token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive")) {
             return None;
         }
     }
-    Some(close)
+    Some((close, upgrade))
 }
 
 /// A `Content-Length` value (digits only, as RFC 9110 has it).
@@ -124,6 +138,9 @@ pub fn parse(
 
     let mut len: Option<usize> = None;
     let mut close = false;
+    // `Upgrade` seen: whether its value is `websocket`; `Connection` named `upgrade`.
+    let mut upgrade: Option<bool> = None;
+    let mut connection_upgrade = false;
     let mut host = false;
     let mut xff: Option<&[u8]> = None;
     let mut forwarded_len = 0;
@@ -144,10 +161,16 @@ pub fn parse(
             }
             len = Some(n);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            let Some(c) = connection_close(h.value) else {
+            let Some((c, u)) = connection_tokens(h.value) else {
                 return Parsed::Other;
             };
             close |= c;
+            connection_upgrade |= u;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            if upgrade.is_some() {
+                return Parsed::Other;
+            }
+            upgrade = Some(h.value.trim_ascii().eq_ignore_ascii_case(b"websocket"));
         } else if name.eq_ignore_ascii_case(b"host") {
             host = true;
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") && xff.is_none() {
@@ -161,6 +184,11 @@ pub fn parse(
     if !host || (get && content_length > 0) {
         return Parsed::Other;
     }
+    let upgrade = match (upgrade, connection_upgrade) {
+        (None, false) => false,
+        (Some(true), true) if get && len.is_none() && !close => true,
+        _ => return Parsed::Other,
+    };
 
     // Admission and routing read the same type as on pingora's path.
     let Ok(mut req) = RequestHeader::build_no_case(method, target.as_bytes(), Some(2)) else {
@@ -168,7 +196,7 @@ pub fn parse(
     };
     // Classified from the parsed URI, exactly as on pingora's path.
     let eio = EioRequest::classify(req.uri.path(), req.uri.query(), eio_path);
-    if !eio.on_path || eio.websocket {
+    if !eio.on_path || eio.websocket != upgrade {
         return Parsed::Other;
     }
     // Only the headers routing reads go into it (cookies, the hash policy's header): building
@@ -197,7 +225,12 @@ pub fn parse(
     up.push(b' ');
     up.extend_from_slice(target.as_bytes());
     up.extend_from_slice(b" HTTP/1.1\r\n");
-    super::copy_headers(&mut up, parsed.headers, dropped);
+    if upgrade {
+        super::copy_headers(&mut up, parsed.headers, dropped_on_upgrade);
+        up.extend_from_slice(b"Connection: Upgrade\r\n");
+    } else {
+        super::copy_headers(&mut up, parsed.headers, dropped);
+    }
     if let Some(ip) = client {
         let mut text = [0u8; 15];
         let ip = ip_text(ip, &mut text);
@@ -223,6 +256,7 @@ pub fn parse(
         head_len,
         content_length,
         close,
+        upgrade,
         req,
         facts: HeadFacts {
             eio,
@@ -353,12 +387,45 @@ mod tests {
             "POST /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
             "GET /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
             "GET /socket.io/?EIO=4 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\r\n",
+            // upgrades of another shape: not a WebSocket transport, no `Connection: upgrade`,
+            // another protocol, two `Upgrade`s, a body, `close`, polling transport
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n\r\n",
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "POST /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET /other/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             // malformed
             "GET /socket.io/?EIO=4 HTTP/1.1\r\nHost x\r\n\r\n",
             "GET\x01 / HTTP/1.1\r\n\r\n",
         ] {
             assert!(other(raw), "served here: {raw:?}");
         }
+    }
+
+    #[test]
+    fn a_websocket_upgrade_keeps_its_upgrade_headers() {
+        let raw = "GET /socket.io/?EIO=4&transport=websocket&sid=abc HTTP/1.1\r\nHost: x\r\n\
+                   Connection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let r = request(raw);
+        assert!(r.upgrade);
+        assert_eq!(r.head_len, raw.len());
+        assert_eq!(r.content_length, 0);
+        assert!(r.facts.eio.websocket);
+        assert_eq!(r.facts.eio.sid.as_deref(), Some("abc"));
+        assert_eq!(
+            String::from_utf8(r.upstream_head).unwrap(),
+            "GET /socket.io/?EIO=4&transport=websocket&sid=abc HTTP/1.1\r\nHost: x\r\n\
+             Upgrade: WebSocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nConnection: Upgrade\r\nX-Forwarded-For: 10.0.0.7\r\n\
+             X-Real-IP: 10.0.0.7\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        // A polling request is not an upgrade.
+        let p = request("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(!p.upgrade);
     }
 
     #[test]

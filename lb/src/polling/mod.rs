@@ -1,20 +1,20 @@
-//! The long-polling fast path: Engine.IO polling requests served by iogate-lb's own HTTP/1.1
-//! code instead of pingora's, because pingora's per-request machinery cost 4× nginx's CPU per
-//! polling request (docs/benchmarks.md, "Instructions per echo" and the flame graphs): two
-//! header maps per message, a task pipeline and channels between its halves, an upstream
-//! connector and pool built for every kind of proxy. A polling request is small and its shape
-//! is fixed; this path reads it, decides with the very same code pingora's path calls
-//! ([`crate::proxy::Proxy`]'s admission, routing, accounting, sid learning and metrics), and
-//! relays it with one write each way.
+//! The fast path: Engine.IO long-polling requests and WebSocket upgrades served by iogate-lb's
+//! own HTTP/1.1 code instead of pingora's, because pingora's per-request machinery cost 4×
+//! nginx's CPU per polling request (docs/benchmarks.md, "Instructions per echo" and the flame
+//! graphs): two header maps per message, a task pipeline and channels between its halves, an
+//! upstream connector and pool built for every kind of proxy. These requests are small and
+//! their shape is fixed; this path reads them, decides with the very same code pingora's path
+//! calls ([`crate::proxy::Proxy`]'s admission, routing, accounting, sid learning and metrics),
+//! and relays them with one write each way.
 //!
 //! [`FrontDoor`] is the listening service's application. For each accepted connection:
 //!
 //! - TLS listeners, HTTP/2, `engineio.polling_fast_path: false` and `upstream_tls` go to
 //!   pingora's path at once (pingora's `HttpProxy`, unchanged).
 //! - Otherwise the connection is read here. Each request head is parsed ([`head`]); one this
-//!   path serves (HTTP/1.1 `GET`/`POST` polling on the Engine.IO path with a plain body, see
-//!   [`head`]) is answered here, and the connection loops for the next one (keep-alive,
-//!   pipelining in order). The first head that is anything else — a WebSocket upgrade, a page
+//!   path serves (HTTP/1.1 polling `GET`/`POST` with a plain body, or a WebSocket upgrade, on
+//!   the Engine.IO path, see [`head`]) is answered here, and the connection loops for the next
+//!   one (keep-alive, pipelining in order). The first head that is anything else — a page
 //!   outside the Engine.IO path, a chunked body, a malformed head — hands the connection, with
 //!   every byte read so far, to pingora's path for the rest of its life.
 //! - Upstream, a request goes on a keep-alive connection from [`pool`] (or a new one within
@@ -24,10 +24,20 @@
 //!   is parsed ([`response`]), hop-by-hop headers dropped, the stickiness cookie and
 //!   `Connection: close` added where due; a polling handshake's body is held until its open
 //!   packet is read and the sid recorded (the same [`crate::engineio::OpenLearner`]).
+//! - A WebSocket upgrade is sent with its `Upgrade` and `Connection: Upgrade`. A `101` answer
+//!   (HTTP/1.1, to an upgrade only — pingora's rule) is accounted for as on pingora's path
+//!   (handshake, the polling session's upgrade, the cookie), written to the client as the
+//!   backend wrote it, and the two connections then go to [`crate::tunnel`] with the guards
+//!   that count the tunnel — the relay threads, as pingora's path hands its upgrades over.
+//!   Nothing the client sends after its request reaches the backend before the `101` (bytes
+//!   already read go first after it), so an early `Upgrade` cannot smuggle a request
+//!   (CVE-2026-2833). Any other answer is relayed as an ordinary response, and the connection
+//!   carries on as an HTTP connection, as on pingora's path.
 //! - Timeouts are the configured ones: a connection, new or kept alive, idles at most
 //!   `timeouts.client_keepalive` before a request starts, a head must be complete within
 //!   `timeouts.client_header` of its first byte, each read of the body or of the backend's
-//!   answer waits at most `timeouts.polling_request` (a late answer is a 502, as pingora's).
+//!   answer (a `101` included) waits at most `timeouts.polling_request` (a late answer is a
+//!   502, as pingora's); a tunnel idles out after `timeouts.websocket_idle`.
 //! - Shutdown: a connection idle between requests when shutdown starts waits
 //!   `shutdown.idle_wait` for its next request (counted in the same parked-connection count as
 //!   pingora's path), and every answer from then on, or while the process is being replaced,
@@ -169,12 +179,14 @@ impl ServerApp for FrontDoor {
                     self.to_pingora(conn.stream, conn.buf, shutdown).await;
                     return None;
                 }
-                Next::Request(req) => {
-                    let keep = self.serve(&mut conn, &cfg, *req, shutdown).await;
-                    if !keep {
-                        break;
+                Next::Request(req) => match self.serve(&mut conn, &cfg, *req, shutdown).await {
+                    Served::Keep => {}
+                    Served::Close => break,
+                    Served::Tunnel(t) => {
+                        self.tunnel(conn, *t, &cfg).await;
+                        return None;
                     }
-                }
+                },
             }
         }
         let _ = conn.stream.shutdown().await;
@@ -239,6 +251,26 @@ impl Drop for Parked<'_> {
     }
 }
 
+/// What a served request leaves of the connection.
+enum Served {
+    /// It may carry another request.
+    Keep,
+    /// It closes.
+    Close,
+    /// A WebSocket upgrade was switched (`101` written): it is a tunnel from now on.
+    Tunnel(Box<Tunnel>),
+}
+
+/// An upgraded connection's other half and what counts it.
+struct Tunnel {
+    /// The backend's connection.
+    up: TcpStream,
+    /// Bytes the backend sent after its `101` (read with it).
+    to_client: Bytes,
+    /// The guards that count the tunnel.
+    held: crate::tunnel::Held,
+}
+
 /// How an upstream exchange ended.
 enum Exchange {
     /// Answered; whether the client connection may carry another request.
@@ -248,6 +280,13 @@ enum Exchange {
     Failed { status: u16, retry: bool },
     /// Failed after the response head reached the client: only closing is left.
     Broken { status: u16 },
+    /// The backend switched protocols (`101` to an upgrade): its head for the client (without
+    /// the blank line) and the bytes read after it; nothing was written to the client yet.
+    Switched {
+        up: TcpStream,
+        head: Vec<u8>,
+        rest: BytesMut,
+    },
 }
 
 impl FrontDoor {
@@ -316,15 +355,15 @@ impl FrontDoor {
         }
     }
 
-    /// Serve one request; returns whether the connection carries another.
+    /// Serve one request.
     async fn serve(
         &self,
         conn: &mut Conn,
         cfg: &LbConfig,
         mut req: head::Request,
         shutdown: &ShutdownWatch,
-    ) -> bool {
-        let mut ctx = Ctx::fast(Instant::now());
+    ) -> Served {
+        let mut ctx = Ctx::fast(Instant::now(), req.upgrade);
         self.pool.configure(&cfg.upstream_keepalive);
         let facts = std::mem::take(&mut req.facts);
         if let Err(r) = self
@@ -345,10 +384,10 @@ impl FrontDoor {
             conn.linger = req.content_length > 0;
             self.app.count_request(r.status, &ctx);
             if close || !ok {
-                return false;
+                return Served::Close;
             }
             conn.buf.advance(req.head_len);
-            return true;
+            return Served::Keep;
         }
 
         // The body (Content-Length), then the request is complete.
@@ -364,7 +403,7 @@ impl FrontDoor {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => {
                     self.app.count_request(0, &ctx);
-                    return false;
+                    return Served::Close;
                 }
             }
         }
@@ -395,12 +434,24 @@ impl FrontDoor {
                 self.app.connected(&ctx, reused);
                 let keep_client = !client_close && !self.app.closing() && !*shutdown.borrow();
                 match self
-                    .exchange(conn, up, &backend, &out, cfg, keep_client, reused, &mut ctx)
+                    .exchange(
+                        conn,
+                        up,
+                        &backend,
+                        &out,
+                        cfg,
+                        keep_client,
+                        (reused, req.upgrade),
+                        &mut ctx,
+                    )
                     .await
                 {
                     Exchange::Done { status, keep } => {
                         self.app.count_request(status, &ctx);
-                        return keep;
+                        return if keep { Served::Keep } else { Served::Close };
+                    }
+                    Exchange::Switched { up, head, rest } => {
+                        return self.switched(conn, cfg, up, head, rest, &mut ctx).await;
                     }
                     Exchange::Failed { retry: true, .. } if !fresh => {
                         // The backend closed the kept-alive connection as the request went out.
@@ -409,7 +460,7 @@ impl FrontDoor {
                     Exchange::Failed { status, .. } => return self.fail(conn, status, &ctx).await,
                     Exchange::Broken { status } => {
                         self.app.count_request(status, &ctx);
-                        return false;
+                        return Served::Close;
                     }
                 }
             }
@@ -421,10 +472,64 @@ impl FrontDoor {
     }
 
     /// Answer an LB-made error and close.
-    async fn fail(&self, conn: &mut Conn, status: u16, ctx: &Ctx) -> bool {
+    async fn fail(&self, conn: &mut Conn, status: u16, ctx: &Ctx) -> Served {
         let _ = write_all(&mut conn.stream, &response::error_answer(status)).await;
         self.app.count_request(status, ctx);
-        false
+        Served::Close
+    }
+
+    /// The backend answered an upgrade with `101`: account for it as pingora's path does (the
+    /// handshake or the polling session's upgrade, the stickiness cookie), write the `101` to
+    /// the client, and hand the guards to the tunnel.
+    async fn switched(
+        &self,
+        conn: &mut Conn,
+        cfg: &LbConfig,
+        up: TcpStream,
+        mut head: Vec<u8>,
+        rest: BytesMut,
+        ctx: &mut Ctx,
+    ) -> Served {
+        if let Some(c) = self.app.account_response(cfg, 101, ctx) {
+            head.extend_from_slice(b"Set-Cookie: ");
+            head.extend_from_slice(c.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        if !write_all(&mut conn.stream, &head).await {
+            // The client is gone: the guards in `ctx` let go of the session with it.
+            self.app.count_request(0, ctx);
+            return Served::Close;
+        }
+        self.app.count_request(101, ctx);
+        Served::Tunnel(Box::new(Tunnel {
+            up,
+            to_client: rest.freeze(),
+            held: ctx.take_held(),
+        }))
+    }
+
+    /// Relay an upgraded connection until it ends, as pingora's path relays its upgrades
+    /// ([`crate::tunnel`]): bytes the client sent after its request (read with it) go to the
+    /// backend first, the backend's after its `101` to the client.
+    async fn tunnel(&self, conn: Conn, t: Tunnel, cfg: &LbConfig) {
+        let Conn {
+            stream, mut buf, ..
+        } = conn;
+        let idle = cfg.timeouts.websocket_idle;
+        let to_backend = buf.split().freeze();
+        let client = crate::tunnel::task::Side::new(stream, idle).await;
+        let backend = crate::tunnel::task::Side::Tcp(t.up, crate::tunnel::Traced::default());
+        crate::tunnel::start_sides(
+            client,
+            backend,
+            to_backend,
+            t.to_client,
+            idle,
+            t.held,
+            self.app.relays(),
+        )
+        .await;
     }
 
     /// A connection to `backend`: a kept-alive one unless `fresh`, else a new one.
@@ -456,7 +561,7 @@ impl FrontDoor {
         request: &[u8],
         cfg: &LbConfig,
         keep_client: bool,
-        reused: bool,
+        (reused, upgrade): (bool, bool),
         ctx: &mut Ctx,
     ) -> Exchange {
         let wait = cfg.timeouts.polling_request;
@@ -480,10 +585,21 @@ impl FrontDoor {
             let parsed = if rbuf.is_empty() {
                 Ok(ParsedResponse::Partial)
             } else {
-                response::parse(&rbuf)
+                response::parse(&rbuf, upgrade)
             };
             match parsed {
                 Ok(ParsedResponse::Head(r)) => break r,
+                Ok(ParsedResponse::Switching {
+                    head_len,
+                    client_head,
+                }) => {
+                    rbuf.advance(head_len);
+                    return Exchange::Switched {
+                        up,
+                        head: client_head,
+                        rest: rbuf,
+                    };
+                }
                 Ok(ParsedResponse::Interim(n)) => {
                     rbuf.advance(n);
                     continue;

@@ -44,6 +44,13 @@ pub enum ParsedResponse {
     Interim(usize),
     /// A head.
     Head(Response),
+    /// A `101 Switching Protocols` to an upgrade request: the head for the client, without its
+    /// blank line (every header as the backend wrote it: `Upgrade`, `Connection` and
+    /// `Sec-WebSocket-Accept` belong to the switch), and its length in the read buffer.
+    Switching {
+        head_len: usize,
+        client_head: Vec<u8>,
+    },
 }
 
 /// Why a backend's response cannot be relayed.
@@ -57,8 +64,10 @@ pub enum BadResponse {
     Framing,
 }
 
-/// Parse the start of a backend's response to a `GET`/`POST`.
-pub fn parse(buf: &[u8]) -> Result<ParsedResponse, BadResponse> {
+/// Parse the start of a backend's response to a `GET`/`POST`; `upgrade`: the request asked for
+/// a WebSocket upgrade, so an HTTP/1.1 `101` switches (pingora's rule: a `101` to an upgrade
+/// request is the switch; to any other request, or in HTTP/1.0, it cannot be relayed).
+pub fn parse(buf: &[u8], upgrade: bool) -> Result<ParsedResponse, BadResponse> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut r = httparse::Response::new(&mut headers);
     let head_len = match r.parse(buf) {
@@ -70,7 +79,18 @@ pub fn parse(buf: &[u8]) -> Result<ParsedResponse, BadResponse> {
         return Err(BadResponse::Malformed);
     };
     if status == 101 {
-        return Err(BadResponse::Framing);
+        if !upgrade || version != 1 {
+            return Err(BadResponse::Framing);
+        }
+        let mut client_head = Vec::with_capacity(head_len + 64);
+        client_head.extend_from_slice(b"HTTP/1.1 101 ");
+        client_head.extend_from_slice(r.reason.unwrap_or("").as_bytes());
+        client_head.extend_from_slice(b"\r\n");
+        super::copy_headers(&mut client_head, r.headers, |_| false);
+        return Ok(ParsedResponse::Switching {
+            head_len,
+            client_head,
+        });
     }
     if (100..200).contains(&status) {
         return Ok(ParsedResponse::Interim(head_len));
@@ -354,7 +374,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str) -> Response {
-        match parse(raw.as_bytes()) {
+        match parse(raw.as_bytes(), false) {
             Ok(ParsedResponse::Head(r)) => r,
             other => panic!("{other:?} for {raw:?}"),
         }
@@ -396,11 +416,11 @@ mod tests {
             Framing::Length(0)
         );
         assert!(matches!(
-            parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", false),
             Ok(ParsedResponse::Interim(25))
         ));
         assert!(matches!(
-            parse(b"HTTP/1.1 200 OK\r\nContent-Le"),
+            parse(b"HTTP/1.1 200 OK\r\nContent-Le", false),
             Ok(ParsedResponse::Partial)
         ));
         for bad in [
@@ -411,15 +431,51 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
         ] {
             assert_eq!(
-                parse(bad.as_bytes()).err(),
+                parse(bad.as_bytes(), false).err(),
                 Some(BadResponse::Framing),
                 "{bad}"
             );
         }
         assert_eq!(
-            parse(b"SSH-2.0-x\r\n\r\n").err(),
+            parse(b"SSH-2.0-x\r\n\r\n", false).err(),
             Some(BadResponse::Malformed)
         );
+    }
+
+    #[test]
+    fn a_101_switches_an_upgrade_only() {
+        let raw = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x01\x02hi";
+        match parse(raw.as_bytes(), true) {
+            Ok(ParsedResponse::Switching {
+                head_len,
+                client_head,
+            }) => {
+                assert_eq!(head_len, raw.len() - 4);
+                assert_eq!(
+                    String::from_utf8(client_head).unwrap(),
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not to a request that asked for none, nor in HTTP/1.0; a refusal is a plain answer.
+        assert_eq!(
+            parse(raw.as_bytes(), false).err(),
+            Some(BadResponse::Framing)
+        );
+        assert_eq!(
+            parse(b"HTTP/1.0 101 Switching Protocols\r\n\r\n", true).err(),
+            Some(BadResponse::Framing)
+        );
+        assert!(matches!(
+            parse(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+                true
+            ),
+            Ok(ParsedResponse::Head(Response { status: 400, .. }))
+        ));
     }
 
     #[test]

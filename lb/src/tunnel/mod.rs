@@ -8,7 +8,9 @@
 //! task. The vendored pingora-proxy instead hands iogate both streams once the upstream's `101`
 //! has gone through the response filters and been written to the client
 //! ([`pingora_proxy::UpgradedTunnel`]); the request then finishes (logged with its `101`) and
-//! [`start`] takes the tunnel over:
+//! [`start`] takes the tunnel over. Upgrades on plain-TCP listeners are read by the fast path
+//! ([`crate::polling`]) instead, which hands its two connections to [`start_sides`] the same
+//! way once its `101` is written:
 //!
 //! - Both connections plain TCP (the usual case): once the `101` is flushed, pingora's streams
 //!   (a write buffer every write is copied into, read and write timing on every call) are set
@@ -23,7 +25,9 @@
 //! - Only after the upstream answered `101` and the client was sent it. Bytes the client sent in
 //!   the same read as its request reach the backend only then, as data of the protocol it
 //!   switched to; bytes arriving separately before the response are refused by pingora ("Sent
-//!   data after end of body"), so an early `Upgrade` cannot smuggle a request (CVE-2026-2833).
+//!   data after end of body"), or on the fast path not read until the `101` is out (and read as
+//!   the next request if the answer is anything else), so an early `Upgrade` cannot smuggle a
+//!   request to the backend (CVE-2026-2833).
 //! - Bytes read together with the `101` or the request (`*_unread`) are relayed first.
 //! - Memory only while data is in flight (HAProxy's approach): each read goes into a buffer
 //!   shared by every tunnel of its thread (or the task's stack) and is written on at once; only
@@ -100,6 +104,20 @@ impl Drop for Traced {
 /// connections are plain TCP, else in this task. `held` is dropped when the tunnel ends.
 pub async fn start(t: UpgradedTunnel, idle: Duration, held: Held, relays: Option<&Relays>) {
     let (client, backend, to_backend, to_client) = task::sides(t, idle).await;
+    start_sides(client, backend, to_backend, to_client, idle, held, relays).await;
+}
+
+/// [`start`] once both connections are [`task::Side`]s (the fast path's upgrades arrive so):
+/// `to_backend` and `to_client` are bytes read ahead, relayed first.
+pub async fn start_sides(
+    client: task::Side,
+    backend: task::Side,
+    to_backend: bytes::Bytes,
+    to_client: bytes::Bytes,
+    idle: Duration,
+    held: Held,
+    relays: Option<&Relays>,
+) {
     let (client, backend) = match (client, backend, relays) {
         (task::Side::Tcp(c, c_traced), task::Side::Tcp(b, b_traced), Some(relays)) => {
             // Off tokio's reactor, so that the relay thread's event loop can register them.
