@@ -370,13 +370,36 @@ pub enum Policy {
 }
 
 /// `balancing` section.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Balancing {
     /// The policy.
     pub policy: Policy,
     /// For `hash`: `query:<name>`, `header:<name>`, `cookie:<name>` or `client_ip`.
     pub key: Option<String>,
+    /// `key` parsed, the first time a request asks (a configuration is validated, `key`
+    /// included, before it is put in force, and never changed after).
+    #[serde(skip)]
+    parsed_key: std::sync::OnceLock<Option<HashKey>>,
+}
+
+impl PartialEq for Balancing {
+    fn eq(&self, other: &Self) -> bool {
+        self.policy == other.policy && self.key == other.key
+    }
+}
+
+impl Balancing {
+    /// What the `hash` policy hashes; `None` under any other policy (and for a key that does
+    /// not parse, which validation refuses with its file and line).
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        if self.policy != Policy::Hash {
+            return None;
+        }
+        self.parsed_key
+            .get_or_init(|| self.key.as_deref().and_then(HashKey::parse))
+            .as_ref()
+    }
 }
 
 /// What the hash policy hashes.
@@ -1101,5 +1124,37 @@ impl LbConfig {
         config::problems_to_error(problems, "", Path::new("<command line>"))?;
         cfg.resolve_admin_token(Path::new("<command line>"))?;
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_key_is_parsed_once_and_only_under_hash() {
+        let hash = Balancing {
+            policy: Policy::Hash,
+            key: Some("header:X-Tenant".into()),
+            ..Default::default()
+        };
+        let unparsed = hash.clone();
+        let first = hash.hash_key().expect("a header key");
+        assert_eq!(first, &HashKey::Header("x-tenant".into()));
+        assert!(std::ptr::eq(first, hash.hash_key().expect("again")));
+        // The cache is not part of the configuration's value.
+        assert_eq!(hash, unparsed);
+        let other = Balancing {
+            policy: Policy::LeastConn,
+            key: Some("header:X-Tenant".into()),
+            ..Default::default()
+        };
+        assert_eq!(other.hash_key(), None);
+        let bad = Balancing {
+            policy: Policy::Hash,
+            key: Some("nothing".into()),
+            ..Default::default()
+        };
+        assert_eq!(bad.hash_key(), None);
     }
 }

@@ -243,6 +243,7 @@ pub fn apply(lb: &Lb, mut new: LbConfig) -> Result<(), ApplyError> {
     certificates.commit();
     lb.metrics.set_certificates(&lb.tls);
     lb.sids.set_max(new.engineio.sid_table_max);
+    lb.upstream_pool.configure(&new.upstream_keepalive);
     lb.metrics.set_limits(&new);
     lb.config.store(Arc::new(new));
     drop(sets);

@@ -12,7 +12,7 @@ use pingora_http::RequestHeader;
 
 use crate::admission::Reject;
 use crate::backends::{Backend, BadAddress, Registry};
-use crate::config::{HashKey, LbConfig, Policy, StickyMode};
+use crate::config::{LbConfig, StickyMode};
 use crate::handover::HandoverGate;
 use crate::limits::ConnLimiter;
 use crate::metrics::LbMetrics;
@@ -61,6 +61,9 @@ pub struct Lb {
     /// The WebSocket relay threads, started with the first tunnel (after pingora has
     /// daemonized); `None` inside if they could not start.
     relays: std::sync::OnceLock<Option<crate::tunnel::Relays>>,
+    /// The fast path's idle keep-alive connections to the backends (its limits set here and
+    /// on every reload, `control::apply`).
+    pub upstream_pool: Arc<crate::polling::pool::Pool>,
 }
 
 impl Lb {
@@ -71,6 +74,7 @@ impl Lb {
         let registry = Arc::new(Registry::new(&fixed, !cfg.health.active.enabled)?);
         let sids = Arc::new(SidTable::new(cfg.engineio.sid_table_max));
         let buckets = cfg.limits.per_ip_rate_buckets;
+        let upstream_pool = Arc::new(crate::polling::pool::Pool::new(&cfg.upstream_keepalive));
         let lb = Lb {
             registry,
             discovered: Default::default(),
@@ -89,6 +93,7 @@ impl Lb {
             closing: std::sync::atomic::AtomicBool::new(false),
             turn: AtomicUsize::new(0),
             relays: std::sync::OnceLock::new(),
+            upstream_pool,
         };
         lb.rebuild_tags();
         Ok(lb)
@@ -195,15 +200,10 @@ impl Lb {
         let sticky_cookie = (cfg.stickiness.mode == StickyMode::Cookie)
             .then(|| request::cookie(req, &cfg.stickiness.cookie_name))
             .flatten();
-        let hash_value = match cfg.balancing.policy {
-            Policy::Hash => cfg
-                .balancing
-                .key
-                .as_deref()
-                .and_then(HashKey::parse)
-                .and_then(|k| request::hash_input(&k, req, ip)),
-            _ => None,
-        };
+        let hash_value = cfg
+            .balancing
+            .hash_key()
+            .and_then(|k| request::hash_input(k, req, ip));
         select::pick_new(
             &self.registry.configured(),
             &self.ring,

@@ -1,5 +1,6 @@
-//! Keep-alive connections to the backends: requests reuse them, and one the backend closes
-//! while it is idle is neither reused nor left open on the LB's side.
+//! Keep-alive connections to the backends: requests reuse them, one the backend closes while it
+//! is idle is neither reused nor left open on the LB's side, and a reload's limits reach the
+//! pool.
 //!
 //! The backend is the Node.js socket.io reference server, whose HTTP server closes a keep-alive
 //! connection after 5 s without a request (Node's `server.keepAliveTimeout` default) — what
@@ -96,4 +97,24 @@ fn keepalive_connections_are_reused_and_dropped_when_the_backend_closes_them() {
         "a new connection for the request after the close"
     );
     assert_eq!(lb.metric(reused), r, "the closed connection was not reused");
+
+    // A reload that keeps no idle connection reaches the pool: once the connection idle at
+    // the reload has been used, every request connects anew.
+    let reloads = lb.metric("iogate_lb_config_reloads_total{result=\"ok\"}");
+    lb.rewrite(&format!(
+        "{yaml}upstream_keepalive:\n  idle_per_backend: 0\n"
+    ));
+    wait_for(Duration::from_secs(10), "the reload", || {
+        (lb.metric("iogate_lb_config_reloads_total{result=\"ok\"}") > reloads).then_some(())
+    });
+    handshake_through(&lb);
+    let (n, r) = (lb.metric(new), lb.metric(reused));
+    for _ in 0..5 {
+        handshake_through(&lb);
+    }
+    assert_eq!(
+        (lb.metric(new), lb.metric(reused)),
+        (n + 5.0, r),
+        "idle_per_backend: 0 after the reload keeps no connection to reuse"
+    );
 }

@@ -65,10 +65,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::backends::Backend;
-use crate::config::{HashKey, LbConfig, Policy};
+use crate::config::{HashKey, LbConfig};
 use crate::proxy::{Ctx, Proxy, count_reject};
 use head::Parsed;
-use pool::Pool;
 use response::{Chunked, Framing, ParsedResponse};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, with the `Keep-Alive` and `Proxy-Connection` of older
@@ -98,7 +97,6 @@ const WRITE_CHUNK: usize = 64 * 1024;
 pub struct FrontDoor {
     proxy: Arc<HttpProxy<Proxy>>,
     app: Proxy,
-    pool: Arc<Pool>,
     parked_idle: Arc<AtomicUsize>,
     idle_wait: Duration,
 }
@@ -111,7 +109,6 @@ impl FrontDoor {
         FrontDoor {
             proxy: Arc::new(proxy),
             app,
-            pool: Arc::new(Pool::default()),
             parked_idle,
             idle_wait,
         }
@@ -303,11 +300,8 @@ impl FrontDoor {
         let mut started = !conn.buf.is_empty();
         let mut shutdown = shutdown.clone();
         let mut parked: Option<Parked<'_>> = None;
-        let route_header = match (&cfg.balancing.policy, cfg.balancing.key.as_deref()) {
-            (Policy::Hash, Some(key)) => match HashKey::parse(key) {
-                Some(HashKey::Header(name)) => Some(name),
-                _ => None,
-            },
+        let route_header = match cfg.balancing.hash_key() {
+            Some(HashKey::Header(name)) => Some(name.as_str()),
             _ => None,
         };
         loop {
@@ -317,7 +311,7 @@ impl FrontDoor {
                     &cfg.engineio.path,
                     conn.client,
                     false,
-                    route_header.as_deref(),
+                    route_header,
                 ) {
                     Parsed::Request(r) => return Next::Request(r),
                     Parsed::Other => return Next::Pingora,
@@ -364,7 +358,6 @@ impl FrontDoor {
         shutdown: &ShutdownWatch,
     ) -> Served {
         let mut ctx = Ctx::fast(Instant::now(), req.upgrade);
-        self.pool.configure(&cfg.upstream_keepalive);
         let facts = std::mem::take(&mut req.facts);
         if let Err(r) = self
             .app
@@ -539,7 +532,7 @@ impl FrontDoor {
         cfg: &LbConfig,
         fresh: bool,
     ) -> std::io::Result<(TcpStream, bool)> {
-        if !fresh && let Some(c) = self.pool.take(backend.addr, Instant::now()) {
+        if !fresh && let Some(c) = self.app.upstream_pool.take(backend.addr, Instant::now()) {
             return Ok((c, true));
         }
         let c = tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(backend.addr))
@@ -722,7 +715,7 @@ impl FrontDoor {
             }
         }
         if resp.reusable && !extra && !eof {
-            self.pool.put(backend.addr, up, Instant::now());
+            self.app.upstream_pool.put(backend.addr, up, Instant::now());
         }
         Exchange::Done {
             status: resp.status,

@@ -39,15 +39,7 @@ pub struct Pool {
 
 impl Default for Pool {
     fn default() -> Self {
-        let d = crate::config::UpstreamKeepalive::default();
-        let pool = Pool {
-            idle: Mutex::default(),
-            sweeping: std::sync::OnceLock::new(),
-            max_idle_ms: AtomicU64::new(0),
-            per_backend: AtomicUsize::new(0),
-        };
-        pool.configure(&d);
-        pool
+        Pool::new(&crate::config::UpstreamKeepalive::default())
     }
 }
 
@@ -58,18 +50,25 @@ fn usable(stream: &TcpStream) -> bool {
 }
 
 impl Pool {
-    /// Apply the configuration in force (called per request: a reload changes the limits for
-    /// the next one and for the sweep). Writes only what changed: a store per request from
-    /// every thread would move the line between their caches each time.
+    /// An empty pool with the limits of `c`.
+    pub fn new(c: &crate::config::UpstreamKeepalive) -> Pool {
+        let pool = Pool {
+            idle: Mutex::default(),
+            sweeping: std::sync::OnceLock::new(),
+            max_idle_ms: AtomicU64::new(0),
+            per_backend: AtomicUsize::new(0),
+        };
+        pool.configure(c);
+        pool
+    }
+
+    /// Apply a reloaded configuration's limits (`control::apply`): the next take, put and
+    /// sweep use them.
     pub fn configure(&self, c: &crate::config::UpstreamKeepalive) {
         let ms = u64::try_from(c.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        if self.max_idle_ms.load(Ordering::Relaxed) != ms {
-            self.max_idle_ms.store(ms, Ordering::Relaxed);
-        }
-        if self.per_backend.load(Ordering::Relaxed) != c.idle_per_backend {
-            self.per_backend
-                .store(c.idle_per_backend, Ordering::Relaxed);
-        }
+        self.max_idle_ms.store(ms, Ordering::Relaxed);
+        self.per_backend
+            .store(c.idle_per_backend, Ordering::Relaxed);
     }
 
     fn max_idle(&self) -> Duration {
