@@ -497,7 +497,7 @@ impl FrontDoor {
         self.app.count_request(101, ctx);
         Served::Tunnel(Box::new(Tunnel {
             up,
-            to_client: rest.freeze(),
+            to_client: read_ahead(&rest),
             held: ctx.take_held(),
         }))
     }
@@ -506,11 +506,9 @@ impl FrontDoor {
     /// ([`crate::tunnel`]): bytes the client sent after its request (read with it) go to the
     /// backend first, the backend's after its `101` to the client.
     async fn tunnel(&self, conn: Conn, t: Tunnel, cfg: &LbConfig) {
-        let Conn {
-            stream, mut buf, ..
-        } = conn;
+        let Conn { stream, buf, .. } = conn;
         let idle = cfg.timeouts.websocket_idle;
-        let to_backend = buf.split().freeze();
+        let to_backend = read_ahead(&buf);
         let client = crate::tunnel::task::Side::new(stream, idle).await;
         let backend = crate::tunnel::task::Side::Tcp(t.up, crate::tunnel::Traced::default());
         crate::tunnel::start_sides(
@@ -733,6 +731,17 @@ impl FrontDoor {
                 retry: false,
             }
         }
+    }
+}
+
+/// Bytes read ahead of a tunnel, in an allocation of their own (usually none): a slice of the
+/// 4 KiB read buffer would keep all of it for the tunnel's life — 4.7 KiB more per idle
+/// WebSocket in the front door's part (b) before this.
+fn read_ahead(buf: &[u8]) -> Bytes {
+    if buf.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(buf)
     }
 }
 
