@@ -586,7 +586,7 @@ impl Default for PassiveHealth {
     }
 }
 
-/// `upstream_keepalive` section: the keep-alive connections the long-polling fast path keeps
+/// `upstream_keepalive` section: the keep-alive connections the fast path keeps
 /// to each backend between requests (pingora's path keeps its own pool of 128).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -223,7 +223,7 @@ fn main() -> ExitCode {
     }
     let phases = server.watch_execution_phase();
 
-    // pingora's HTTP path, behind the long-polling fast path (`iogate_lb::polling`).
+    // pingora's HTTP path, behind the fast path for long-polling and WebSocket upgrades (`iogate_lb::polling`).
     let mut pingora_path = pingora_proxy::http_proxy(&server.configuration, Proxy(lb.clone()));
     pingora_path.set_shutdown_idle_wait(cfg.shutdown.idle_wait);
     let mut options = pingora_path.server_options.clone().unwrap_or_default();

@@ -55,7 +55,7 @@ pub struct LbMetrics {
     /// the request; `reused`: taken from the keep-alive pool). HAProxy's connection attempts and
     /// reuses per server.
     pub upstream_connections: IntCounterVec,
-    /// Requests answered, by the HTTP path that read them (`fast`: the long-polling fast path,
+    /// Requests answered, by the HTTP path that read them (`fast`: the fast path,
     /// `pingora`: pingora's).
     pub http_path_requests: IntCounterVec,
     /// Its two series, resolved once (a label lookup hashes and locks on every request).
@@ -225,7 +225,7 @@ impl LbMetrics {
         let http_path_requests = m::counter_vec(
             reg,
             "iogate_lb_http_path_requests_total",
-            "Requests answered, by the HTTP path that read them (fast: the long-polling fast path; pingora: pingora's).",
+            "Requests answered, by the HTTP path that read them (fast: the fast path for long-polling and WebSocket upgrades; pingora: pingora's).",
             &["path"],
         )?;
         Ok(Self {

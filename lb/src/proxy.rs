@@ -1,7 +1,7 @@
 //! The proxy, phase by phase (pingora `ProxyHttp`). Routing is decided per HTTP request, never
 //! per TCP connection. The decisions are methods of [`Proxy`] that take no pingora session
 //! (`admit_request`, `choose_backend`, `connect_failed`, `connected`, `account_response`,
-//! `learn_body`, `count_request`), so the long-polling fast path ([`crate::polling`]) makes
+//! `learn_body`, `count_request`), so the fast path ([`crate::polling`]) makes
 //! exactly the same ones. Each phase hands off to the module that owns the decision:
 //!
 //! - `request_filter`: [`crate::admission`] (limits; one `reject` path answers and counts every
@@ -81,7 +81,7 @@ pub struct Ctx {
     tls: bool,
     /// The client IP's share of the sid table, for the entry this handshake creates.
     sid_owner: Option<ConnSlot>,
-    /// Read by the long-polling fast path ([`crate::polling`]), not pingora's.
+    /// Read by the fast path ([`crate::polling`]), not pingora's.
     fast: bool,
 }
 
