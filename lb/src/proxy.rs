@@ -127,6 +127,11 @@ impl Ctx {
         }
     }
 
+    /// The request is a WebSocket upgrade.
+    pub(crate) fn upgrade(&self) -> bool {
+        self.upgrade
+    }
+
     /// A polling handshake's body is being held for its open packet.
     pub(crate) fn learning(&self) -> bool {
         self.learn.is_some()

@@ -153,6 +153,27 @@ fn served_n(lb: &Lb, path: &str, want: f64) -> f64 {
     }
 }
 
+/// `n` requests served by `fast`'s fast path and none by its pingora path, the reverse on
+/// `pingora` (the LB with the fast path off).
+fn assert_each_path_served_all(fast: &Lb, pingora: &Lb, n: f64) {
+    assert_eq!(served_n(fast, "fast", n), n, "fast path, LB with it on");
+    assert_eq!(
+        served_n(fast, "pingora", 0.0),
+        0.0,
+        "pingora, LB with the fast path on"
+    );
+    assert_eq!(
+        served_n(pingora, "pingora", n),
+        n,
+        "pingora, LB with the fast path off"
+    );
+    assert_eq!(
+        served_n(pingora, "fast", 0.0),
+        0.0,
+        "fast path, LB with it off"
+    );
+}
+
 /// The scripted exchange on one keep-alive connection; the canonical transcript.
 fn transcript(lb: &Lb) -> Vec<String> {
     let mut s = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect to the LB");
@@ -230,10 +251,7 @@ fn the_fast_path_answers_what_pingoras_path_answers() {
     assert!(a[3].starts_with("HTTP/1.1 400") && a[3].contains("Session ID unknown"));
     assert!(a[4].starts_with("HTTP/1.1 413"), "{}", a[4]);
     assert_eq!(a, b, "the fast path and pingora's path answer alike");
-    assert_eq!(served_n(&fast, "fast", 5.0), 5.0);
-    assert_eq!(served_n(&fast, "pingora", 0.0), 0.0);
-    assert_eq!(served_n(&pingora, "pingora", 5.0), 5.0);
-    assert_eq!(served_n(&pingora, "fast", 0.0), 0.0);
+    assert_each_path_served_all(&fast, &pingora, 5.0);
 }
 
 #[test]
@@ -472,10 +490,7 @@ fn websocket_upgrades_on_the_fast_path_answer_what_pingoras_path_answers() {
     assert!(a[7].starts_with("HTTP/1.1 400") && a[7].contains("Session ID unknown"));
     assert_eq!(a, b, "the fast path and pingora's path answer alike");
     // Upgrades (2) and the polling handshake, the unknown sid's 400: all on the fast path.
-    assert_eq!(served_n(&fast, "fast", 4.0), 4.0);
-    assert_eq!(served_n(&fast, "pingora", 0.0), 0.0);
-    assert_eq!(served_n(&pingora, "pingora", 4.0), 4.0);
-    assert_eq!(served_n(&pingora, "fast", 0.0), 0.0);
+    assert_each_path_served_all(&fast, &pingora, 4.0);
     assert_eq!(
         fast.metric("iogate_lb_handshakes_total{backend=\"n1\"}"),
         2.0,

@@ -258,6 +258,12 @@ enum Served {
     Tunnel(Box<Tunnel>),
 }
 
+/// A connection to a backend, and whether it was kept alive from an earlier request.
+struct Upstream {
+    stream: TcpStream,
+    reused: bool,
+}
+
 /// An upgraded connection's other half and what counts it.
 struct Tunnel {
     /// The backend's connection.
@@ -417,26 +423,17 @@ impl FrontDoor {
             };
             let mut fresh = false;
             loop {
-                let (up, reused) = match self.upstream(&backend, cfg, fresh).await {
+                let up = match self.upstream(&backend, cfg, fresh).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::debug!(backend = %backend.id, error = %e, "connect failed");
                         break;
                     }
                 };
-                self.app.connected(&ctx, reused);
+                self.app.connected(&ctx, up.reused);
                 let keep_client = !client_close && !self.app.closing() && !*shutdown.borrow();
                 match self
-                    .exchange(
-                        conn,
-                        up,
-                        &backend,
-                        &out,
-                        cfg,
-                        keep_client,
-                        (reused, req.upgrade),
-                        &mut ctx,
-                    )
+                    .exchange(conn, up, &backend, &out, cfg, keep_client, &mut ctx)
                     .await
                 {
                     Exchange::Done { status, keep } => {
@@ -483,11 +480,8 @@ impl FrontDoor {
         rest: BytesMut,
         ctx: &mut Ctx,
     ) -> Served {
-        if let Some(c) = self.app.account_response(cfg, 101, ctx) {
-            head.extend_from_slice(b"Set-Cookie: ");
-            head.extend_from_slice(c.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
+        let cookie = self.app.account_response(cfg, 101, ctx);
+        set_cookie(&mut head, cookie.as_deref());
         head.extend_from_slice(b"\r\n");
         if !write_all(&mut conn.stream, &head).await {
             // The client is gone: the guards in `ctx` let go of the session with it.
@@ -497,7 +491,7 @@ impl FrontDoor {
         self.app.count_request(101, ctx);
         Served::Tunnel(Box::new(Tunnel {
             up,
-            to_client: read_ahead(&rest),
+            to_client: rest.freeze(),
             held: ctx.take_held(),
         }))
     }
@@ -508,7 +502,7 @@ impl FrontDoor {
     async fn tunnel(&self, conn: Conn, t: Tunnel, cfg: &LbConfig) {
         let Conn { stream, buf, .. } = conn;
         let idle = cfg.timeouts.websocket_idle;
-        let to_backend = read_ahead(&buf);
+        let to_backend = buf.freeze();
         let client = crate::tunnel::task::Side::new(stream, idle).await;
         let backend = crate::tunnel::task::Side::Tcp(t.up, crate::tunnel::Traced::default());
         crate::tunnel::start_sides(
@@ -529,9 +523,12 @@ impl FrontDoor {
         backend: &Backend,
         cfg: &LbConfig,
         fresh: bool,
-    ) -> std::io::Result<(TcpStream, bool)> {
+    ) -> std::io::Result<Upstream> {
         if !fresh && let Some(c) = self.app.upstream_pool.take(backend.addr, Instant::now()) {
-            return Ok((c, true));
+            return Ok(Upstream {
+                stream: c,
+                reused: true,
+            });
         }
         let c = tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(backend.addr))
             .await
@@ -539,7 +536,10 @@ impl FrontDoor {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         c.set_nodelay(true)?;
-        Ok((c, false))
+        Ok(Upstream {
+            stream: c,
+            reused: false,
+        })
     }
 
     /// Send the request on `up` and relay the answer to the client.
@@ -547,14 +547,18 @@ impl FrontDoor {
     async fn exchange(
         &self,
         conn: &mut Conn,
-        mut up: TcpStream,
+        up: Upstream,
         backend: &Backend,
         request: &[u8],
         cfg: &LbConfig,
         keep_client: bool,
-        (reused, upgrade): (bool, bool),
         ctx: &mut Ctx,
     ) -> Exchange {
+        let Upstream {
+            stream: mut up,
+            reused,
+        } = up;
+        let upgrade = ctx.upgrade();
         let wait = cfg.timeouts.polling_request;
         let failed = |status: u16, got_any: bool| Exchange::Failed {
             status,
@@ -622,11 +626,7 @@ impl FrontDoor {
         let cookie = self.app.account_response(cfg, resp.status, ctx);
         let keep = keep_client && resp.framing != Framing::Close;
         let mut out = resp.client_head;
-        if let Some(c) = cookie {
-            out.extend_from_slice(b"Set-Cookie: ");
-            out.extend_from_slice(c.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        set_cookie(&mut out, cookie.as_deref());
         out.extend_from_slice(if keep {
             &b"Connection: keep-alive\r\n\r\n"[..]
         } else {
@@ -734,14 +734,12 @@ impl FrontDoor {
     }
 }
 
-/// Bytes read ahead of a tunnel, in an allocation of their own (usually none): a slice of the
-/// 4 KiB read buffer would keep all of it for the tunnel's life — 4.7 KiB more per idle
-/// WebSocket in the front door's part (b) before this.
-fn read_ahead(buf: &[u8]) -> Bytes {
-    if buf.is_empty() {
-        Bytes::new()
-    } else {
-        Bytes::copy_from_slice(buf)
+/// Append the stickiness cookie's header line, if there is one to set.
+fn set_cookie(out: &mut Vec<u8>, cookie: Option<&str>) {
+    if let Some(c) = cookie {
+        out.extend_from_slice(b"Set-Cookie: ");
+        out.extend_from_slice(c.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 

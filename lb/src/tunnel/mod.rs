@@ -100,6 +100,15 @@ impl Drop for Traced {
     }
 }
 
+/// Bytes read ahead of a tunnel as the relay keeps them: an empty slice becomes
+/// `Bytes::new()`, which holds no allocation. An empty slice of a read buffer still holds the
+/// whole buffer, and the relay only lets go of what it has written — an idle WebSocket kept
+/// the fast path's two 4 KiB read buffers for its whole life this way (5.8 KiB per idle
+/// WebSocket in the front door's part (b), 0.8 without).
+fn read_ahead(b: bytes::Bytes) -> bytes::Bytes {
+    if b.is_empty() { bytes::Bytes::new() } else { b }
+}
+
 /// Relay `t` until it ends (see the module's contract): on a relay thread of `relays` when both
 /// connections are plain TCP, else in this task. `held` is dropped when the tunnel ends.
 pub async fn start(t: UpgradedTunnel, idle: Duration, held: Held, relays: Option<&Relays>) {
@@ -108,7 +117,9 @@ pub async fn start(t: UpgradedTunnel, idle: Duration, held: Held, relays: Option
 }
 
 /// [`start`] once both connections are [`task::Side`]s (the fast path's upgrades arrive so):
-/// `to_backend` and `to_client` are bytes read ahead, relayed first.
+/// `to_backend` and `to_client` are bytes read ahead, relayed first. They may be slices of a
+/// caller's read buffer: a non-empty one keeps that buffer until it is written (the relay's
+/// first turn, unless the peer does not read), an empty one is let go of here.
 pub async fn start_sides(
     client: task::Side,
     backend: task::Side,
@@ -118,6 +129,7 @@ pub async fn start_sides(
     held: Held,
     relays: Option<&Relays>,
 ) {
+    let (to_backend, to_client) = (read_ahead(to_backend), read_ahead(to_client));
     let (client, backend) = match (client, backend, relays) {
         (task::Side::Tcp(c, c_traced), task::Side::Tcp(b, b_traced), Some(relays)) => {
             // Off tokio's reactor, so that the relay thread's event loop can register them.
@@ -178,4 +190,35 @@ pub async fn start_sides(
     };
     let end = task::relay_sides(client, backend, to_backend, to_client, idle, held).await;
     tracing::debug!(?end, "WebSocket tunnel ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_ahead;
+    use bytes::{Bytes, BytesMut};
+
+    #[test]
+    fn an_empty_read_ahead_lets_go_of_the_buffer_it_was_cut_from() {
+        // As the fast path hands them over: what is left of a read buffer after the request.
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let request = buf.split().freeze();
+        let rest = buf.freeze();
+        assert!(rest.is_empty());
+        assert!(
+            !request.is_unique(),
+            "the empty rest shares the request's buffer"
+        );
+        let kept = read_ahead(rest);
+        assert!(
+            request.is_unique(),
+            "the empty read-ahead still holds the buffer"
+        );
+        assert!(kept.is_empty());
+
+        // Bytes that are there are kept as they are (relayed first).
+        let whole = Bytes::from(b"GET / HTTP/1.1\r\n\r\n\x81\x05hello".to_vec());
+        let frame = read_ahead(whole.slice(18..));
+        assert_eq!(&frame[..], b"\x81\x05hello");
+    }
 }
