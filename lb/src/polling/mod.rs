@@ -491,7 +491,10 @@ impl FrontDoor {
         self.app.count_request(101, ctx);
         Served::Tunnel(Box::new(Tunnel {
             up,
-            to_client: rest.freeze(),
+            // Usually the open packet. A copy, so that the 4 KiB response buffer is let go
+            // of here and now rather than once a relay thread has written a slice of it:
+            // 0.8 KiB per idle WebSocket with the copy, 1.3 without (front door part (b)).
+            to_client: Bytes::copy_from_slice(&rest),
             held: ctx.take_held(),
         }))
     }
