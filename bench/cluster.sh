@@ -132,8 +132,6 @@ PY
   RUN_ROW=$(tail -n 1 <<<"$line")
 }
 
-# median N...: the median of the numbers (the mean of the middle two for an even count).
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%.10g\n", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # near_bound P99: true when P99 (ms) lies within REPEAT_BAND× of either bound (100 ms, 1 s).
 near_bound() { awk -v p="$1" -v b="$REPEAT_BAND" 'BEGIN { exit !((p >= 100 / b && p <= 100 * b) || (p >= 1000 / b && p <= 1000 * b)) }'; }
 

@@ -21,7 +21,7 @@
 #     rate falls under 90 % of the target: max sustained new sessions/s and p99 handshake time
 #     (TCP connect to Socket.IO CONNECT acknowledged).
 # (d) long-polling: ECHO_CLIENTS/2 polling-only clients with a cookie jar, 2 acked echoes/s
-#     each. Stickiness: nginx pins with a cookie it sets itself (open-source nginx has no
+#     each, D_ROUNDS (3) rounds of the three proxies, compared by their medians. Stickiness: nginx pins with a cookie it sets itself (open-source nginx has no
 #     `sticky`: a map from the cookie to one-server upstreams), HAProxy with `cookie … insert`,
 #     iogate-lb by learning the Engine.IO sid (no cookie). nginx without stickiness is run too,
 #     to show what the cookie is for.
@@ -45,6 +45,9 @@ IDLE_N=${2:-10000}
 SECS=${3:-20}
 HELD_WANT=${4:-50000}
 POLL_N=$(( ECHO_N / 2 ))
+# Part (d) runs the three proxies D_ROUNDS times and compares their medians: one 20 s run's CPU
+# moves by ±10 % (iogate-lb ÷ nginx 0.99× and 1.12× in two runs of the same build).
+D_ROUNDS=${D_ROUNDS:-3}
 CHURN_N=$(( ECHO_N / 2 ))
 CHURN_RATES=${CHURN_RATES:-"100 200 500 1000 2000 4000"}
 # A proxied session costs the proxy two descriptors (client + upstream).
@@ -229,29 +232,43 @@ if [[ $PARTS == *c* ]]; then
 fi
 
 if [[ $PARTS == *d* ]]; then
-  echo "== (d) long-polling: $POLL_N clients" >&2
-  md "### (d) $POLL_N long-polling clients (cookie jar on), 2 acked echoes/s each, ${SECS} s" "" \
-     "| | stickiness | connected | connect failures | RTT p50 | RTT p99 | ack timeouts | proxy CPU | proxy RSS |" \
-     "|---|---|---|---|---|---|---|---|---|"
-  for proxy in direct iogate-lb nginx haproxy nginx-nosticky; do
-    case $proxy in
-      direct) how="none needed (clients pick a node)";; iogate-lb) how="Engine.IO sid learned, no cookie";;
-      nginx) how="cookie set by nginx (map)";; haproxy) how="cookie insert";; nginx-nosticky) how="none (least_conn only)";;
-    esac
-    open_target "$proxy"
-    c0=$(proxy_ticks)
-    f="$OUT/$proxy-polling.json"
-    loadtest "${urls[@]}" --transport polling --cookies --scenario echo --clients "$POLL_N" --connect-rate 500 \
-      --rate 2 --duration "${SECS}s" --json "$f" || true
-    c1=$(proxy_ticks); r=$(proxy_rss)
-    close_target
-    D_P99[$proxy]=$(lat "$f" p99); D_CPU[$proxy]=$(awk -v c="$(( c1 - c0 ))" -v hz="$HZ" 'BEGIN { print c / hz }')
-    md "$(awk -v n="$proxy" -v h="$how" -v g="$(jget "$f" "d['connected_peak']")" -v f="$(fails "$f")" \
-      -v a="$(lat "$f" p50)" -v b="$(lat "$f" p99)" -v l="$(jget "$f" "d['accounting']['acks_timed_out']")" \
-      -v c="$(( c1 - c0 ))" -v hz="$HZ" -v r="$r" \
-      'BEGIN { printf "| %s | %s | %d | %d | %s | %s | %d | %s | %s |", n, h, g, f, (g > 0 ? sprintf("%.3f ms", a) : "—"), (g > 0 ? sprintf("%.3f ms", b) : "—"), l, (n == "direct" ? "—" : sprintf("%.2f s", c/hz)), (n == "direct" ? "—" : sprintf("%.1f MiB", r/1024)) }')"
+  echo "== (d) long-polling: $POLL_N clients, $D_ROUNDS rounds" >&2
+  md "### (d) $POLL_N long-polling clients (cookie jar on), 2 acked echoes/s each, ${SECS} s, $D_ROUNDS rounds" "" \
+     "| | round | stickiness | connected | connect failures | RTT p50 | RTT p99 | ack timeouts | proxy CPU | proxy RSS |" \
+     "|---|---|---|---|---|---|---|---|---|---|"
+  declare -A D_CPUS D_P99S
+  for round in $(seq 1 "$D_ROUNDS"); do
+    # Round 1 also runs the floor and nginx without stickiness; the proxies' order turns
+    # around every round, so a drift of the machine during the part weighs on each alike.
+    if [ "$round" = 1 ]; then order="direct iogate-lb nginx haproxy nginx-nosticky"
+    elif (( round % 2 )); then order="iogate-lb nginx haproxy"
+    else order="haproxy nginx iogate-lb"; fi
+    for proxy in $order; do
+      case $proxy in
+        direct) how="none needed (clients pick a node)";; iogate-lb) how="Engine.IO sid learned, no cookie";;
+        nginx) how="cookie set by nginx (map)";; haproxy) how="cookie insert";; nginx-nosticky) how="none (least_conn only)";;
+      esac
+      open_target "$proxy"
+      c0=$(proxy_ticks)
+      f="$OUT/$proxy-polling-$round.json"
+      loadtest "${urls[@]}" --transport polling --cookies --scenario echo --clients "$POLL_N" --connect-rate 500 \
+        --rate 2 --duration "${SECS}s" --json "$f" || true
+      c1=$(proxy_ticks); r=$(proxy_rss)
+      close_target
+      D_P99S[$proxy]+=" $(lat "$f" p99)"
+      D_CPUS[$proxy]+=" $(awk -v c="$(( c1 - c0 ))" -v hz="$HZ" 'BEGIN { print c / hz }')"
+      md "$(awk -v n="$proxy" -v k="$round" -v h="$how" -v g="$(jget "$f" "d['connected_peak']")" -v f="$(fails "$f")" \
+        -v a="$(lat "$f" p50)" -v b="$(lat "$f" p99)" -v l="$(jget "$f" "d['accounting']['acks_timed_out']")" \
+        -v c="$(( c1 - c0 ))" -v hz="$HZ" -v r="$r" \
+        'BEGIN { printf "| %s | %d | %s | %d | %d | %s | %s | %d | %s | %s |", n, k, h, g, f, (g > 0 ? sprintf("%.3f ms", a) : "—"), (g > 0 ? sprintf("%.3f ms", b) : "—"), l, (n == "direct" ? "—" : sprintf("%.2f s", c/hz)), (n == "direct" ? "—" : sprintf("%.1f MiB", r/1024)) }')"
+    done
   done
-  md ""
+  for proxy in "${!D_CPUS[@]}"; do
+    # shellcheck disable=SC2086 # the lists are space-separated numbers
+    D_CPU[$proxy]=$(median ${D_CPUS[$proxy]}); D_P99[$proxy]=$(median ${D_P99S[$proxy]})
+  done
+  md "" "$(printf 'Median of the %s rounds: proxy CPU iogate-lb %.2f s, nginx %.2f s, HAProxy %.2f s; RTT p99 %.3f, %.3f, %.3f ms (the ratios below).' \
+    "$D_ROUNDS" "${D_CPU[iogate-lb]}" "${D_CPU[nginx]}" "${D_CPU[haproxy]}" "${D_P99[iogate-lb]}" "${D_P99[nginx]}" "${D_P99[haproxy]}")" ""
 fi
 
 if [[ $PARTS == *e* ]]; then
@@ -332,7 +349,7 @@ ratio_row() { # label, key of array name, unit
   local -n arr=$2
   [ -n "${arr[iogate-lb]:-}" ] && [ -n "${arr[nginx]:-}" ] && [ -n "${arr[haproxy]:-}" ] || return 0
   md "$(awk -v l="$1" -v u="$3" -v i="${arr[iogate-lb]}" -v n="${arr[nginx]}" -v h="${arr[haproxy]}" \
-    'function r(a, b) { return b > 0 ? sprintf("%.1f×", a / b) : "—" }
+    'function r(a, b) { return b > 0 ? sprintf("%.2f×", a / b) : "—" }
      function v(x) { return x >= 100 ? sprintf("%.0f", x) : sprintf("%.3g", x) }
      BEGIN { printf "| %s | %s %s | %s %s | %s %s | %s | %s |", l, v(i), u, v(n), u, v(h), u, r(i, n), r(i, h) }')"
 }

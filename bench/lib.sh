@@ -202,6 +202,8 @@ CONF
 }
 
 loadtest() { "$BIN/iogate-loadtest" --quiet "$@" 2>>"$OUT/loadtest.log"; }
+# median N...: the median of the numbers (the mean of the middle two for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%.10g\n", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # jget FILE EXPR: evaluate a Python expression over the first phase summary `d` of a JSON report.
 jget() { python3 -c "import json,sys; d=json.load(open('$1'))[0]; print($2)"; }
 
