@@ -84,9 +84,9 @@ start_stack() {
 stop_stack() { [ -n "$LB_PID" ] && stop_pid "$LB_PID"; stop_pid "$P1"; stop_pid "$P2"; stop_pid "$REDIS_PID"; }
 lb_ticks() { if [ -n "$LB_PID" ]; then ticks "$LB_PID"; else echo 0; fi; }
 
-# run_once STACK RATE RUN: one broadcast run; writes its table row and sets RUN_CLEAN (1: nothing
-# lost or late, no connect failure, something received), RUN_P99 (ms), RUN_GOT (deliveries/s) and
-# RUN_CPU (both nodes, % of one core).
+# run_once STACK RATE RUN: one broadcast run; sets RUN_ROW (its table row without the last
+# cell), RUN_CLEAN (1: nothing lost or late, no connect failure, something received), RUN_P99
+# (ms), RUN_GOT (deliveries/s) and RUN_CPU (both nodes, % of one core).
 run_once() {
   local stack=$1 rate=$2 run=$3 json="$OUT/$1-broadcast-$2-$3.json"
   loadtest "${URLS[@]}" --scenario broadcast --clients "$CLIENTS" --connect-rate 2000 \
@@ -105,7 +105,8 @@ run_once() {
   local t1 d1 d2 dl
   t1=$(date +%s.%N); d1=$(( $(ticks "$P1") - c1 )); d2=$(( $(ticks "$P2") - c2 )); dl=$(( $(lb_ticks) - cl ))
   if [ ! -s "$json" ]; then
-    md "| $stack | $rate | $run | loadtest failed (see $OUT/loadtest.log) | | | | | | | | |"
+    # The row without its last cell (run_rung adds the rung's verdict or an empty one).
+    RUN_ROW="| $stack | $rate | $run | loadtest failed (see $OUT/loadtest.log) | | | | | | | |"
     RUN_CLEAN=0; RUN_P99=0; RUN_GOT=0; RUN_CPU=0; return
   fi
   local line
@@ -153,7 +154,7 @@ run_rung() {
   local verdict median_text=""
   verdict=$(case $RUNG in ok) echo pass ;; slow) echo "p99 > 100 ms" ;; *) echo "**stop**" ;; esac)
   [ "${#p99s[@]}" -gt 1 ] && median_text=" (median p99 $RUNG_P99 ms)"
-  [ "$clean" = 0 ] && median_text=" (a message lost, late or a connect failure)"
+  [ "$clean" = 0 ] && median_text=" (a run lost a message, delivered one late, failed a connect or failed to run)"
   local i last=$(( ${#rows[@]} - 1 ))
   for i in "${!rows[@]}"; do
     if [ "$i" = "$last" ]; then md "${rows[$i]} $verdict$median_text |"; else md "${rows[$i]} |"; fi

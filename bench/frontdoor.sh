@@ -21,7 +21,8 @@
 #     rate falls under 90 % of the target: max sustained new sessions/s and p99 handshake time
 #     (TCP connect to Socket.IO CONNECT acknowledged).
 # (d) long-polling: ECHO_CLIENTS/2 polling-only clients with a cookie jar, 2 acked echoes/s
-#     each, D_ROUNDS (3) rounds of the three proxies, compared by their medians. Stickiness: nginx pins with a cookie it sets itself (open-source nginx has no
+#     each, D_ROUNDS (3) rounds of the three proxies, compared by their medians. Stickiness:
+#     nginx pins with a cookie it sets itself (open-source nginx has no
 #     `sticky`: a map from the cookie to one-server upstreams), HAProxy with `cookie … insert`,
 #     iogate-lb by learning the Engine.IO sid (no cookie). nginx without stickiness is run too,
 #     to show what the cookie is for.
