@@ -261,8 +261,9 @@ where
                     break;
                 }
                 Packet::Pong | Packet::Ping => {
-                    // A full channel means that the client is already known to be alive.
-                    socket.heartbeat_tx.try_send(()).ok();
+                    // A signal already waiting means that the client is already known to be alive.
+                    // iogate patch: a `Notify`, not a channel (vendor/engineioxide/PATCHED.md, point 8).
+                    socket.pong.notify_one();
                     Ok::<(), Error>(())
                 }
                 Packet::Message(msg) => {
