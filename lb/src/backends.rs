@@ -20,13 +20,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use crate::config::Upstream;
-use crate::metrics::LbMetrics;
+use crate::metrics::{BackendSeries, LbMetrics};
 
 /// State reported by the admin API and the `iogate_lb_backend_state` metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -119,6 +119,8 @@ pub struct Backend {
     learned_tag: Mutex<Option<String>>,
     /// pingInterval + pingTimeout from the backend's open packet, in ms (0 = not seen yet).
     heartbeat_ms: AtomicU64,
+    /// Its per-request metric series, resolved on first use.
+    series: OnceLock<BackendSeries>,
 }
 
 impl Backend {
@@ -149,7 +151,16 @@ impl Backend {
             }),
             learned_tag: Mutex::new(None),
             heartbeat_ms: AtomicU64::new(0),
+            series: OnceLock::new(),
         })
+    }
+
+    /// The metric series every request to this backend updates, resolved once. A backend
+    /// removed and reaped loses its series ([`LbMetrics::forget_backend`]); what requests
+    /// still in flight to it count then is not published, where a label lookup would have
+    /// brought the series back. One re-added under the same id is a new `Backend`.
+    pub fn series(&self, m: &LbMetrics) -> &BackendSeries {
+        self.series.get_or_init(|| m.backend_series(&self.id))
     }
 
     /// Relative capacity.

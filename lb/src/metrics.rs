@@ -2,7 +2,9 @@
 //! pingora-prometheus serves.
 
 use iogate_shared::metrics::{self as m, MetricsError};
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
 
 use crate::backends::BackendState;
 use crate::select::Via;
@@ -22,6 +24,22 @@ pub const REJECT_REASONS: [&str; 12] = [
     "new_session_rate",
     "no_backend",
 ];
+
+/// The series of one backend that every request to it updates, resolved once per backend
+/// ([`crate::backends::Backend::series`]): a label lookup hashes the label values and locks
+/// the family's map, four times per polling request — about 7 % of the LB's user-space
+/// instructions per request (callgrind, `bench/instructions.sh`).
+#[derive(Debug, Clone)]
+pub struct BackendSeries {
+    /// `iogate_lb_requests_total{code="200"}`.
+    pub ok: IntCounter,
+    /// `iogate_lb_request_duration_seconds`.
+    pub duration: Histogram,
+    /// `iogate_lb_upstream_connections_total{reuse="new"}`.
+    pub upstream_new: IntCounter,
+    /// `iogate_lb_upstream_connections_total{reuse="reused"}`.
+    pub upstream_reused: IntCounter,
+}
 
 /// Every `result` label of `iogate_lb_dns_resolutions_total`.
 pub const DNS_RESULTS: [&str; 3] = ["ok", "empty", "error"];
@@ -58,6 +76,8 @@ pub struct LbMetrics {
     /// Requests answered, by the HTTP path that read them (`fast`: the fast path,
     /// `pingora`: pingora's).
     pub http_path_requests: IntCounterVec,
+    /// The series of [`Self::sid_routed`], resolved once, in [`Via::ALL`] order.
+    sid_routed_via: [IntCounter; 3],
     /// Its two series, resolved once (a label lookup hashes and locks on every request).
     pub http_path_fast: IntCounter,
     /// See [`Self::http_path_fast`].
@@ -116,6 +136,26 @@ impl LbMetrics {
         self.connect_errors.with_label_values(&[id]);
         for reuse in ["new", "reused"] {
             self.upstream_connections.with_label_values(&[id, reuse]);
+        }
+    }
+
+    /// The `iogate_lb_sid_routed_total` series of `via`.
+    pub fn sid_routed(&self, via: Via) -> &IntCounter {
+        match via {
+            Via::Tag => &self.sid_routed_via[0],
+            Via::Table => &self.sid_routed_via[1],
+            Via::Cookie => &self.sid_routed_via[2],
+        }
+    }
+
+    /// Backend `id`'s series that every request of it updates, resolved (see
+    /// [`BackendSeries`]).
+    pub fn backend_series(&self, id: &str) -> BackendSeries {
+        BackendSeries {
+            ok: self.requests.with_label_values(&[id, "200"]),
+            duration: self.request_duration.with_label_values(&[id]),
+            upstream_new: self.upstream_connections.with_label_values(&[id, "new"]),
+            upstream_reused: self.upstream_connections.with_label_values(&[id, "reused"]),
         }
     }
 
@@ -222,6 +262,12 @@ impl LbMetrics {
     }
 
     fn register(reg: &Registry) -> Result<Self, MetricsError> {
+        let sid_routed = m::counter_vec(
+            reg,
+            "iogate_lb_sid_routed_total",
+            "Requests naming a sid, by how their backend was found (tag, table, cookie).",
+            &["via"],
+        )?;
         let http_path_requests = m::counter_vec(
             reg,
             "iogate_lb_http_path_requests_total",
@@ -270,12 +316,6 @@ impl LbMetrics {
                 "Requests answered 400 Session ID unknown, by reason (unknown: no route; backend_down: its backend failed).",
                 &["reason"],
             )?,
-            sid_routed: m::counter_vec(
-                reg,
-                "iogate_lb_sid_routed_total",
-                "Requests naming a sid, by how their backend was found (tag, table, cookie).",
-                &["via"],
-            )?,
             sid_tag_conflicts: m::gauge(
                 reg,
                 "iogate_lb_sid_tag_conflicts",
@@ -299,6 +339,8 @@ impl LbMetrics {
                 "Upstream connections requests went over, per backend, by reuse (new, reused).",
                 &["backend", "reuse"],
             )?,
+            sid_routed_via: Via::ALL.map(|v| sid_routed.with_label_values(&[v.as_str()])),
+            sid_routed,
             http_path_fast: http_path_requests.with_label_values(&["fast"]),
             http_path_pingora: http_path_requests.with_label_values(&["pingora"]),
             http_path_requests,

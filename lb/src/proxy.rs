@@ -307,7 +307,11 @@ impl Proxy {
                 }
             },
         };
-        ctx.tried.push(backend.id.clone());
+        // Only a new pick can be retried elsewhere (`connect_failed`): a bound request is
+        // never, so it keeps no list (an allocation and a copy of the id less per request).
+        if ctx.bound.is_none() {
+            ctx.tried.push(backend.id.clone());
+        }
         ctx.chosen = Some(backend.clone());
         if ctx.bound.is_none() && ctx.eio.on_path {
             if ctx.upgrade {
@@ -341,11 +345,12 @@ impl Proxy {
     pub(crate) fn connected(&self, ctx: &Ctx, reused: bool) {
         if let Some(b) = &ctx.chosen {
             b.connect_ok();
-            let reuse = if reused { "reused" } else { "new" };
-            self.metrics
-                .upstream_connections
-                .with_label_values(&[&b.id, reuse])
-                .inc();
+            let series = b.series(&self.metrics);
+            if reused {
+                series.upstream_reused.inc();
+            } else {
+                series.upstream_new.inc();
+            }
         }
     }
 
@@ -378,12 +383,22 @@ impl Proxy {
 
     /// Count a finished request (`code` 0: no response was written).
     pub(crate) fn count_request(&self, code: u16, ctx: &Ctx) {
-        let backend = ctx
-            .chosen
-            .as_ref()
-            .or(ctx.bound.as_ref().map(|(b, _)| b))
-            .map(|b| b.id.as_str())
-            .unwrap_or("none");
+        if ctx.fast {
+            self.metrics.http_path_fast.inc();
+        } else {
+            self.metrics.http_path_pingora.inc();
+        }
+        let chosen = ctx.chosen.as_ref().or(ctx.bound.as_ref().map(|(b, _)| b));
+        if let Some(b) = chosen
+            && code == 200
+        {
+            // Most requests: the backend's resolved series.
+            let series = b.series(&self.metrics);
+            series.ok.inc();
+            series.duration.observe(ctx.start.elapsed().as_secs_f64());
+            return;
+        }
+        let backend = chosen.map(|b| b.id.as_str()).unwrap_or("none");
         let digits;
         let code_s = if (100..=999).contains(&code) {
             digits = [
@@ -399,16 +414,16 @@ impl Proxy {
             .requests
             .with_label_values(&[backend, code_s])
             .inc();
-        if ctx.fast {
-            self.metrics.http_path_fast.inc();
-        } else {
-            self.metrics.http_path_pingora.inc();
-        }
         if code != 101 {
-            self.metrics
-                .request_duration
-                .with_label_values(&[backend])
-                .observe(ctx.start.elapsed().as_secs_f64());
+            let duration = ctx.start.elapsed().as_secs_f64();
+            match chosen {
+                Some(b) => b.series(&self.metrics).duration.observe(duration),
+                None => self
+                    .metrics
+                    .request_duration
+                    .with_label_values(&[backend])
+                    .observe(duration),
+            }
         }
     }
 

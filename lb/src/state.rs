@@ -175,10 +175,7 @@ impl Lb {
         }
         match route {
             SidRoute::Bound { backend, via } => {
-                self.metrics
-                    .sid_routed
-                    .with_label_values(&[via.as_str()])
-                    .inc();
+                self.metrics.sid_routed(via).inc();
                 Ok((backend, via))
             }
             SidRoute::Gone(b) => {

@@ -53,6 +53,10 @@ pub struct Request {
     pub upstream_head: Vec<u8>,
 }
 
+/// Most body room reserved with the upstream head (a polling `POST` is usually well under
+/// it; a larger body grows the buffer as it is appended).
+const BODY_ROOM: usize = 64 * 1024;
+
 /// What the bytes read so far hold.
 #[derive(Debug)]
 pub enum Parsed {
@@ -190,8 +194,17 @@ pub fn parse(
         _ => return Parsed::Other,
     };
 
-    // Admission and routing read the same type as on pingora's path.
-    let Ok(mut req) = RequestHeader::build_no_case(method, target.as_bytes(), Some(2)) else {
+    // Admission and routing read the same type as on pingora's path, with only the headers
+    // routing reads (cookies, the hash policy's header), sized for them: most polling
+    // requests carry neither, and an empty map allocates nothing.
+    let wanted = |name: &str| {
+        name.eq_ignore_ascii_case("cookie")
+            || route_header.is_some_and(|r| name.eq_ignore_ascii_case(r))
+    };
+    let routing_headers = parsed.headers.iter().filter(|h| wanted(h.name)).count();
+    let Ok(mut req) =
+        RequestHeader::build_no_case(method, target.as_bytes(), Some(routing_headers))
+    else {
         return Parsed::Other;
     };
     // Classified from the parsed URI, exactly as on pingora's path.
@@ -199,12 +212,10 @@ pub fn parse(
     if !eio.on_path || eio.websocket != upgrade {
         return Parsed::Other;
     }
-    // Only the headers routing reads go into it (cookies, the hash policy's header): building
-    // a header map of every header was about 5 % of the LB's CPU per request (perf).
+    // Only the headers routing reads go into it: building a header map of every header was
+    // about 5 % of the LB's CPU per request (perf).
     for h in parsed.headers.iter() {
-        let wanted = h.name.eq_ignore_ascii_case("cookie")
-            || route_header.is_some_and(|r| h.name.eq_ignore_ascii_case(r));
-        if !wanted {
+        if !wanted(h.name) {
             continue;
         }
         let (Ok(name), Ok(value)) = (
@@ -220,7 +231,11 @@ pub fn parse(
 
     // The head sent upstream: the client's request line and headers, as written, less the
     // dropped ones, plus the forwarding headers.
-    let mut up = Vec::with_capacity(head_len.min(forwarded_len + target.len() + 128) + 96);
+    // Room for a polling body too (up to BODY_ROOM): the fast path appends it before sending,
+    // one buffer and one write.
+    let mut up = Vec::with_capacity(
+        head_len.min(forwarded_len + target.len() + 128) + 96 + content_length.min(BODY_ROOM),
+    );
     up.extend_from_slice(method.as_bytes());
     up.push(b' ');
     up.extend_from_slice(target.as_bytes());

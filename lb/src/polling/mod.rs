@@ -406,12 +406,11 @@ impl FrontDoor {
                 }
             }
         }
-        let whole = conn.buf.split_to(total).freeze();
-        let body = whole.slice(req.head_len..);
-        let mut out = Vec::with_capacity(req.upstream_head.len() + body.len());
-        out.extend_from_slice(&req.upstream_head);
-        out.extend_from_slice(&body);
-        drop(whole);
+        // The request as sent upstream: its head, then the body appended in place (the head
+        // was allocated with room for it), and the read buffer moves past both.
+        let mut out = std::mem::take(&mut req.upstream_head);
+        out.extend_from_slice(&conn.buf[req.head_len..total]);
+        conn.buf.advance(total);
 
         let client_close = req.close;
         loop {
@@ -648,11 +647,12 @@ impl FrontDoor {
         let mut eof = false;
         loop {
             if !rbuf.is_empty() && !ended {
-                let piece = rbuf.split();
+                // Copied on below (or decoded), so the buffer is read in place and cleared.
+                let piece = &rbuf[..];
                 let take = match (&mut chunked, resp.framing) {
                     (Some(c), _) => {
                         let mut data = ctx.learning().then(Vec::new);
-                        let end = match c.feed(&piece, data.as_mut()) {
+                        let end = match c.feed(piece, data.as_mut()) {
                             Ok(end) => end,
                             Err(e) => {
                                 tracing::warn!(backend = %backend.id, error = %e, "bad chunked body from backend");
@@ -681,6 +681,7 @@ impl FrontDoor {
                         .learn_body(&mut Some(Bytes::copy_from_slice(body)), ended, ctx);
                 }
                 out.extend_from_slice(body);
+                rbuf.clear();
             }
             if eof && !ended {
                 if resp.framing == Framing::Close {

@@ -29,7 +29,9 @@ struct Idle {
 /// Idle upstream connections by backend address.
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    /// By backend address; ahash, as a request takes and puts a connection (std's SipHash was
+    /// about 2 % of a polling request's instructions).
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>, ahash::RandomState>>,
     sweeping: std::sync::OnceLock<()>,
     /// `upstream_keepalive.idle_timeout`, in milliseconds.
     max_idle_ms: AtomicU64,

@@ -141,7 +141,15 @@ pub fn parse(buf: &[u8], upgrade: bool) -> Result<ParsedResponse, BadResponse> {
     } else {
         Framing::Close
     };
-    let mut client_head = Vec::with_capacity(head_len + 32);
+    // The head grows by the `Connection` line (and a cookie), then the body is appended to
+    // it (up to the fast path's write chunk): room for both, so it is allocated once.
+    let body_room = match framing {
+        Framing::Length(n) => usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(super::WRITE_CHUNK),
+        _ => 0,
+    };
+    let mut client_head = Vec::with_capacity(head_len + 64 + body_room);
     client_head.extend_from_slice(b"HTTP/1.1 ");
     client_head.extend_from_slice(&[
         b'0' + (status / 100 % 10) as u8,
