@@ -156,9 +156,11 @@ impl Backend {
     }
 
     /// The metric series every request to this backend updates, resolved once. A backend
-    /// removed and reaped loses its series ([`LbMetrics::forget_backend`]); what requests
-    /// still in flight to it count then is not published, where a label lookup would have
-    /// brought the series back. One re-added under the same id is a new `Backend`.
+    /// removed and reaped loses its upstream-connection series ([`LbMetrics::forget_backend`]
+    /// removes those two; its `requests_total` and duration series stay, as before); what
+    /// requests still in flight to it count on them then is not published, where a label
+    /// lookup would have brought the series back. One re-added under the same id is a new
+    /// `Backend`, with series resolved anew.
     pub fn series(&self, m: &LbMetrics) -> &BackendSeries {
         self.series.get_or_init(|| m.backend_series(&self.id))
     }

@@ -29,7 +29,7 @@ pub const REJECT_REASONS: [&str; 12] = [
 /// ([`crate::backends::Backend::series`]): a label lookup hashes the label values and locks
 /// the family's map, four times per polling request — about 7 % of the LB's user-space
 /// instructions per request (callgrind, `bench/instructions.sh`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BackendSeries {
     /// `iogate_lb_requests_total{code="200"}`.
     pub ok: IntCounter,
@@ -113,9 +113,6 @@ impl LbMetrics {
         let m = Self::register(reg)?;
         for reason in ["unknown", "backend_down"] {
             m.sid_unknown.with_label_values(&[reason]);
-        }
-        for via in Via::ALL {
-            m.sid_routed.with_label_values(&[via.as_str()]);
         }
         for d in ["sent", "received"] {
             m.handover_entries.with_label_values(&[d]);

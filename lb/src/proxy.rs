@@ -389,41 +389,41 @@ impl Proxy {
             self.metrics.http_path_pingora.inc();
         }
         let chosen = ctx.chosen.as_ref().or(ctx.bound.as_ref().map(|(b, _)| b));
-        if let Some(b) = chosen
-            && code == 200
-        {
-            // Most requests: the backend's resolved series.
-            let series = b.series(&self.metrics);
-            series.ok.inc();
-            series.duration.observe(ctx.start.elapsed().as_secs_f64());
+        // Most requests are a 200 to a chosen backend: its resolved series, no label lookup.
+        let series = chosen.map(|b| b.series(&self.metrics));
+        match series {
+            Some(series) if code == 200 => series.ok.inc(),
+            _ => {
+                let backend = chosen.map(|b| b.id.as_str()).unwrap_or("none");
+                let digits;
+                let code_s = if (100..=999).contains(&code) {
+                    digits = [
+                        b'0' + (code / 100) as u8,
+                        b'0' + (code / 10 % 10) as u8,
+                        b'0' + (code % 10) as u8,
+                    ];
+                    std::str::from_utf8(&digits).unwrap_or("none")
+                } else {
+                    "none"
+                };
+                self.metrics
+                    .requests
+                    .with_label_values(&[backend, code_s])
+                    .inc();
+            }
+        }
+        // WebSocket tunnels are not requests with a duration.
+        if code == 101 {
             return;
         }
-        let backend = chosen.map(|b| b.id.as_str()).unwrap_or("none");
-        let digits;
-        let code_s = if (100..=999).contains(&code) {
-            digits = [
-                b'0' + (code / 100) as u8,
-                b'0' + (code / 10 % 10) as u8,
-                b'0' + (code % 10) as u8,
-            ];
-            std::str::from_utf8(&digits).unwrap_or("none")
-        } else {
-            "none"
-        };
-        self.metrics
-            .requests
-            .with_label_values(&[backend, code_s])
-            .inc();
-        if code != 101 {
-            let duration = ctx.start.elapsed().as_secs_f64();
-            match chosen {
-                Some(b) => b.series(&self.metrics).duration.observe(duration),
-                None => self
-                    .metrics
-                    .request_duration
-                    .with_label_values(&[backend])
-                    .observe(duration),
-            }
+        let duration = ctx.start.elapsed().as_secs_f64();
+        match series {
+            Some(series) => series.duration.observe(duration),
+            None => self
+                .metrics
+                .request_duration
+                .with_label_values(&["none"])
+                .observe(duration),
         }
     }
 
