@@ -8,7 +8,8 @@
 //! connection reused after it. WebSocket upgrades (a new session on the WebSocket transport,
 //! a polling session's upgrade, an unknown sid) get the same treatment: the same exchange
 //! through both paths, frames included, and the tunnel's live counts held while it is open and
-//! let go when it closes. Which path served is read from
+//! let go when it closes. A poll the backend holds past `timeouts.polling_request` is a `502` at
+//! that deadline on both paths. Which path served is read from
 //! `iogate_lb_http_path_requests_total{path}`, so every check here can fail.
 
 use std::io::{Read, Write};
@@ -496,4 +497,63 @@ fn websocket_upgrades_on_the_fast_path_answer_what_pingoras_path_answers() {
         2.0,
         "the WebSocket handshake and the polling one"
     );
+}
+
+/// A poll the backend holds past `timeouts.polling_request` is answered `502` by the LB at that
+/// deadline, on both paths alike. On one keep-alive connection the fast path's deadline timer
+/// has already been moved forward by the exchanges before it (a handshake, a CONNECT, a poll
+/// answered at once), so this also checks that a timer moved forward fires at its last
+/// deadline — not at an earlier one, and not never.
+#[test]
+fn a_poll_held_past_polling_request_is_a_502_at_the_deadline_on_both_paths() {
+    let _serial = iogate_testkit::heavy();
+    // Node.js socket.io holds a poll until it has a packet: the next ping is 25 s away.
+    let node = Node::start_js("fp5");
+    let extra = "timeouts:\n  polling_request: 1s\n";
+    let mut seen = Vec::new();
+    for fast in [true, false] {
+        let lb = lb_for(&node, fast, extra);
+        let mut s = TcpStream::connect(("127.0.0.1", lb.port)).expect("connect");
+        let mut pending = Vec::new();
+        let eio = "/socket.io/?EIO=4&transport=polling";
+        s.write_all(format!("GET {eio} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes())
+            .expect("send");
+        let (h, b) = read_response(&mut s, &mut pending);
+        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+        let sid = sid_of(&b);
+        // One request at a time: pingora's path closed the connection on a GET pipelined
+        // behind the POST's body.
+        s.write_all(
+            format!("POST {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\nContent-Length: 2\r\n\r\n40")
+                .as_bytes(),
+        )
+        .expect("send");
+        let (h, b) = read_response(&mut s, &mut pending);
+        assert!(h.starts_with("HTTP/1.1 200") && b == b"ok", "{h}");
+        s.write_all(format!("GET {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes())
+            .expect("send");
+        let (h, b) = read_response(&mut s, &mut pending);
+        assert!(
+            h.starts_with("HTTP/1.1 200") && b.starts_with(b"40{"),
+            "the CONNECT answer: {h}"
+        );
+        // Nothing to send: the node holds this one.
+        let start = std::time::Instant::now();
+        s.write_all(format!("GET {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes())
+            .expect("send");
+        let (h, _) = read_response(&mut s, &mut pending);
+        let took = start.elapsed();
+        assert!(
+            h.starts_with("HTTP/1.1 502"),
+            "fast path {fast}: a held poll past the deadline: {h}"
+        );
+        assert!(
+            took >= Duration::from_millis(950) && took < Duration::from_secs(4),
+            "fast path {fast}: answered after {took:?}, the deadline is 1 s"
+        );
+        let path = if fast { "fast" } else { "pingora" };
+        assert_eq!(served_n(&lb, path, 4.0), 4.0, "{path} path served all four");
+        seen.push(h.lines().next().unwrap_or("").to_string());
+    }
+    assert_eq!(seen[0], seen[1], "the same status line on both paths");
 }

@@ -45,6 +45,7 @@
 //!
 //! Answers of its own (refusals, `502`, `503`) read as pingora's path writes them.
 
+pub mod deadline;
 pub mod head;
 pub mod pool;
 pub mod response;
@@ -67,6 +68,7 @@ use tokio::net::TcpStream;
 use crate::backends::Backend;
 use crate::config::{HashKey, LbConfig};
 use crate::proxy::{Ctx, Proxy, count_reject};
+use deadline::{Deadline, Timer};
 use head::Parsed;
 use response::{Chunked, Framing, ParsedResponse};
 
@@ -166,6 +168,8 @@ impl ServerApp for FrontDoor {
             buf: BytesMut::with_capacity(4096),
             client,
             linger: false,
+            idle_timer: Timer::new(),
+            request_timer: Timer::new(),
         };
         loop {
             let cfg = self.app.config.load_full();
@@ -216,6 +220,12 @@ struct Conn {
     client: Option<IpAddr>,
     /// Close lingering: a refused request's body may still be arriving.
     linger: bool,
+    /// The deadline of the wait for a request head (`client_keepalive`, `client_header`).
+    idle_timer: Timer,
+    /// The deadline of each read and write of a request's exchange (`polling_request`): the
+    /// client's body, the backend's answer. Two timers, so that each moves only forward in
+    /// the usual request (see [`deadline`]).
+    request_timer: Timer,
 }
 
 /// How long a connection closed with a refused body still arriving is read before it is
@@ -330,7 +340,9 @@ impl FrontDoor {
                 }
             }
             let idle = conn.buf.is_empty() && parked.is_none();
-            let read = tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut conn.buf));
+            let read = conn
+                .idle_timer
+                .wait(Deadline::At(deadline), conn.stream.read_buf(&mut conn.buf));
             let n = if idle {
                 tokio::select! {
                     biased;
@@ -393,11 +405,13 @@ impl FrontDoor {
         let total = req.head_len + req.content_length;
         while conn.buf.len() < total {
             conn.buf.reserve(total - conn.buf.len());
-            match tokio::time::timeout(
-                cfg.timeouts.polling_request,
-                conn.stream.read_buf(&mut conn.buf),
-            )
-            .await
+            match conn
+                .request_timer
+                .wait(
+                    Deadline::After(cfg.timeouts.polling_request),
+                    conn.stream.read_buf(&mut conn.buf),
+                )
+                .await
             {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => {
@@ -561,12 +575,12 @@ impl FrontDoor {
             reused,
         } = up;
         let upgrade = ctx.upgrade();
-        let wait = cfg.timeouts.polling_request;
+        let wait = Deadline::After(cfg.timeouts.polling_request);
         let failed = |status: u16, got_any: bool| Exchange::Failed {
             status,
             retry: reused && !got_any,
         };
-        match tokio::time::timeout(wait, up.write_all(request)).await {
+        match conn.request_timer.wait(wait, up.write_all(request)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return failed(502, false),
             Err(_) => {
@@ -612,7 +626,7 @@ impl FrontDoor {
                 return failed(502, true);
             }
             let got_any = !rbuf.is_empty();
-            match tokio::time::timeout(wait, up.read_buf(&mut rbuf)).await {
+            match conn.request_timer.wait(wait, up.read_buf(&mut rbuf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(Ok(_)) | Ok(Err(_)) => return failed(502, got_any),
                 Err(_) => {
@@ -707,7 +721,7 @@ impl FrontDoor {
             if ended {
                 break;
             }
-            match tokio::time::timeout(wait, up.read_buf(&mut rbuf)).await {
+            match conn.request_timer.wait(wait, up.read_buf(&mut rbuf)).await {
                 Ok(Ok(0)) => eof = true,
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => {
