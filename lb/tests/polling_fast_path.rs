@@ -537,6 +537,9 @@ fn a_poll_held_past_polling_request_is_a_502_at_the_deadline_on_both_paths() {
             h.starts_with("HTTP/1.1 200") && b.starts_with(b"40{"),
             "the CONNECT answer: {h}"
         );
+        // Idle for 600 ms first, so that a timer left at the CONNECT poll's deadline (1 s after
+        // it) would answer the next poll after about 400 ms instead of 1 s.
+        std::thread::sleep(Duration::from_millis(600));
         // Nothing to send: the node holds this one.
         let start = std::time::Instant::now();
         s.write_all(format!("GET {eio}&sid={sid} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes())
